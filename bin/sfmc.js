@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+import { main } from '../dist/cli/client.js'
+process.exit(await main(process.argv.slice(2)))

@@ -1,0 +1,100 @@
+// `sfmc <dir> <host>:<port>`: the command line of the client. main() returns the exit code.
+import { SfmClient } from '../client/client.js'
+import { formatBytes } from '../client/stats.js'
+import { EXIT, FatalError } from '../fatal.js'
+import { VERSION } from '../version.js'
+import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, parseArgs, parseHostPort, readFileArg, readToken } from './args.js'
+
+export const CLIENT_HELP = `Usage: sfmc <dir> <host>:<port> [options]
+
+Mirrors <dir> to the sfmd server at <host>:<port>: first makes the mirror equal to the
+folder, then uploads every change as it happens. Stop it with Ctrl-C.
+
+Options:
+  --once                   make the mirror equal to the folder once, wait until the
+                           server has confirmed everything, and exit
+  --token-file FILE        the shared secret (also: environment variable SFM_TOKEN)
+  --tls                    connect with TLS (verified against the system's CAs)
+  --tls-ca FILE            trust this CA certificate (PEM) for the server
+  --tls-fingerprint HEX    accept only the server certificate with this SHA-256
+  -q, --quiet              only warnings and errors
+  -v, --verbose            one line per change the server applied
+      --json               log lines as JSON objects
+  -h, --help               this text
+  -V, --version            the version
+
+Exit codes: 0 done, 1 sync failed or the folder vanished, 2 bad command line,
+3 unusable folder or file, 4 refused by the server (token, TLS, version).
+`
+
+export interface Io {
+  stdout: (text: string) => void
+  stderr: (line: string) => void
+  env: NodeJS.ProcessEnv
+  /** Registers a stop handler (SIGINT/SIGTERM in the real program). */
+  onStop?: (stop: () => void) => void
+}
+
+export const processIo = (): Io => ({
+  stdout: (t) => process.stdout.write(t),
+  stderr: (l) => process.stderr.write(l + '\n'),
+  env: process.env,
+  onStop: (stop) => {
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  },
+})
+
+export async function main(argv: string[], io: Io = processIo()): Promise<number> {
+  try {
+    const args = parseArgs(argv, {
+      boolean: ['once', 'tls', ...OUTPUT_FLAGS],
+      string: ['token-file', 'tls-ca', 'tls-fingerprint'],
+      alias: OUTPUT_ALIASES,
+    })
+    if (args['help']) return io.stdout(CLIENT_HELP), EXIT.OK
+    if (args['version']) return io.stdout(`sfmc ${VERSION}\n`), EXIT.OK
+    const [dir, target, ...extra] = args._.map(String)
+    if (!dir || !target) throw new FatalError('usage: sfmc <dir> <host>:<port> [--once] (see --help)', EXIT.USAGE)
+    if (extra.length > 0) throw new FatalError(`unexpected argument ${JSON.stringify(extra[0])} (see --help)`, EXIT.USAGE)
+    const { host, port } = parseHostPort(target)
+    const log = loggerFrom(args, io.stderr)
+    const useTls = Boolean(args['tls'] || args['tls-ca'] || args['tls-fingerprint'])
+    const client = new SfmClient({
+      root: dir,
+      host,
+      port,
+      once: Boolean(args['once']),
+      token: readToken(args['token-file'] as string | undefined, io.env),
+      tls: useTls
+        ? {
+            ca: args['tls-ca'] ? readFileArg(args['tls-ca'] as string, 'CA file') : undefined,
+            fingerprint: args['tls-fingerprint'] as string | undefined,
+          }
+        : undefined,
+      log,
+      onApplied: args['verbose'] ? (what, path) => log.info(`${what} ${path}`) : undefined,
+      onReconciled: (s) => {
+        if (args['quiet']) return
+        if (args['json']) {
+          io.stdout(JSON.stringify({ summary: s.snapshot() }) + '\n')
+          return
+        }
+        const t = s.snapshot()
+        io.stdout(
+          `synced ${t.files} file(s) (${formatBytes(t.bytes)}), ${t.changes} other change(s); ` +
+            `sent ${formatBytes(t.wireBytesSent)} on the wire, saved ${formatBytes(t.bytesSaved)} by dedup, in ${t.seconds.toFixed(1)} s\n`,
+        )
+      },
+    })
+    io.onStop?.(() => client.stop())
+    return await client.run()
+  } catch (err) {
+    if (err instanceof FatalError) {
+      io.stderr(`sfmc: ${err.message}`)
+      return err.exitCode
+    }
+    io.stderr(`sfmc: internal error: ${(err as Error).stack ?? String(err)}`)
+    return EXIT.FAILURE
+  }
+}

@@ -1,0 +1,201 @@
+// sfmc as an object: one folder mirrored to one server. Watches the folder (unless --once), connects,
+// and on every connection reconciles and then streams changes; reconnects with backoff when the
+// connection is lost, and stops with an error when the folder disappears.
+import { readFile, realpath, rm, writeFile } from 'node:fs/promises'
+import { hostname, tmpdir, userInfo } from 'node:os'
+import { join, resolve } from 'node:path'
+import { EXIT, FatalError } from '../fatal.js'
+import { hash128 } from '../hash.js'
+import type { Logger } from '../log.js'
+import { MAX_CLIENT_NAME_BYTES } from '../protocol/constants.js'
+import { VERSION } from '../version.js'
+import { Connection, ConnectionError, type TlsOptions } from './connection.js'
+import { KnownContent } from './known.js'
+import { SyncStats } from './stats.js'
+import { RootChangedError, Syncer } from './syncer.js'
+import { watchFolder, type FolderWatch, type WatchError } from './watch.js'
+
+export interface ClientOptions {
+  root: string
+  host: string
+  port: number
+  once: boolean
+  token: Buffer | null
+  tls?: TlsOptions
+  knownEntries?: number
+  /** With --once: stop trying to connect after this long without a connection. */
+  giveUpAfterMs?: number
+  log: Logger
+  onApplied?: (what: string, path: string) => void
+  /** Called after each reconcile with the statistics so far. */
+  onReconciled?: (stats: SyncStats) => void
+}
+
+const BACKOFF_FIRST_MS = 250
+const BACKOFF_MAX_MS = 15_000
+
+export class SfmClient {
+  readonly stats = new SyncStats()
+  private stopped = false
+  private conn: Connection | null = null
+  private watch: FolderWatch | null = null
+  private fatal: Error | null = null
+  private wakeRetry: (() => void) | null = null
+  private lockPath = ''
+
+  constructor(private readonly opts: ClientOptions) {}
+
+  /** Runs until stop() (exit 0), the end of --once, or a fatal error (thrown as FatalError). */
+  async run(): Promise<number> {
+    const o = this.opts
+    const root = resolve(o.root)
+    let real: string
+    try {
+      real = await realpath(root)
+    } catch {
+      throw new FatalError(`the folder ${root} does not exist`, EXIT.ENVIRONMENT)
+    }
+    const id = hash128(Buffer.from(`${hostname()}\0${real}\0${process.getuid?.() ?? 0}`))
+    await this.lock(id)
+    try {
+      const syncer = new Syncer({ root: real, log: o.log, known: new KnownContent(o.knownEntries), stats: this.stats, onApplied: o.onApplied })
+      await syncer.pinRoot().catch(() => {
+        throw new FatalError(`the folder ${root} is not a readable directory`, EXIT.ENVIRONMENT)
+      })
+      if (!o.once) this.watch = await this.startWatch(real, syncer)
+      const name = truncateUtf8(`sfmc ${VERSION} ${userInfo().username}@${hostname()}:${real}`, MAX_CLIENT_NAME_BYTES)
+      return await this.loop(syncer, { clientId: id, clientName: name, token: o.token })
+    } finally {
+      await this.watch?.close()
+      await rm(this.lockPath, { force: true })
+    }
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.conn?.close()
+    this.wakeRetry?.()
+  }
+
+  private async loop(syncer: Syncer, identity: { clientId: Buffer; clientName: string; token: Buffer | null }): Promise<number> {
+    const o = this.opts
+    let backoff = BACKOFF_FIRST_MS
+    let lastConnected = Date.now()
+    let lastError = ''
+    while (!this.stopped) {
+      if (this.fatal) throw this.fatal
+      let conn: Connection
+      try {
+        conn = await Connection.open({ host: o.host, port: o.port, tls: o.tls, identity, log: o.log })
+      } catch (err) {
+        const e = err as ConnectionError
+        if (!e.retry) throw new FatalError(`cannot sync with ${o.host}:${o.port}: ${e.message}`, EXIT.REFUSED)
+        if (e.message !== lastError) o.log.warn(`${e.message}; retrying`)
+        lastError = e.message
+        if (o.once && Date.now() - lastConnected > (o.giveUpAfterMs ?? 60_000)) {
+          throw new FatalError(`gave up: ${e.message}`, EXIT.FAILURE)
+        }
+        await this.sleep(backoff)
+        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS)
+        continue
+      }
+      this.conn = conn
+      lastError = ''
+      o.log.info(`connected to ${o.host}:${o.port}`)
+      try {
+        await syncer.run(conn, o.once)
+        conn.close()
+        this.collect(conn)
+        o.onReconciled?.(this.stats)
+        if (syncer.gaveUp.size > 0) {
+          o.log.error(`${syncer.gaveUp.size} path(s) could not be synced`)
+          return EXIT.FAILURE
+        }
+        return EXIT.OK
+      } catch (err) {
+        this.collect(conn)
+        conn.close()
+        if (this.stopped) break
+        if (this.fatal) throw this.fatal
+        if (err instanceof RootChangedError || (err as { code?: string }).code === 'SFM_ROOT_GONE') {
+          throw new FatalError(`${(err as Error).message}; stopping without deleting anything on the mirror`, EXIT.FAILURE)
+        }
+        if (err instanceof ConnectionError) {
+          if (!err.retry) throw new FatalError(`${o.host}:${o.port}: ${err.message}`, EXIT.REFUSED)
+          o.log.warn(`connection lost: ${err.message}; reconnecting`)
+        } else throw err
+        lastConnected = Date.now()
+        backoff = BACKOFF_FIRST_MS
+        await this.sleep(backoff)
+      }
+    }
+    return EXIT.OK
+  }
+
+  private collect(conn: Connection): void {
+    this.stats.wireBytesSent += conn.wireBytesSent
+    this.stats.wireBytesReceived += conn.wireBytesReceived
+    this.conn = null
+  }
+
+  private async startWatch(root: string, syncer: Syncer): Promise<FolderWatch> {
+    const onError = (err: WatchError) => {
+      this.fatal = new FatalError(
+        err.code === 'SFM_ROOT_GONE' ? `${err.message}; stopping without deleting anything on the mirror` : err.message,
+        EXIT.FAILURE,
+      )
+      this.conn?.close()
+      this.wakeRetry?.()
+    }
+    try {
+      return await watchFolder(root, (paths) => syncer.markChanged(paths), onError)
+    } catch (err) {
+      throw new FatalError((err as Error).message, EXIT.ENVIRONMENT)
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms)
+      function done() {
+        clearTimeout(t)
+        resolve()
+      }
+      this.wakeRetry = done
+    })
+  }
+
+  /** One sfmc per folder: a second would fight the first for the mirror. */
+  private async lock(id: Buffer): Promise<void> {
+    this.lockPath = join(tmpdir(), `sfmc-${id.toString('hex').slice(0, 16)}.lock`)
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await writeFile(this.lockPath, `${process.pid}\n`, { flag: 'wx' })
+        return
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+        const pid = Number((await readFile(this.lockPath, 'utf8').catch(() => '')).trim())
+        if (pid > 0 && pid !== process.pid && isAlive(pid)) {
+          this.lockPath = ''
+          throw new FatalError(`another sfmc (pid ${pid}) is already mirroring this folder`, EXIT.ENVIRONMENT)
+        }
+        await rm(this.lockPath, { force: true })
+      }
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+function truncateUtf8(s: string, maxBytes: number): string {
+  const b = Buffer.from(s, 'utf8')
+  if (b.length <= maxBytes) return s
+  return b.subarray(0, maxBytes).toString('utf8').replace(/\uFFFD$/, '')
+}

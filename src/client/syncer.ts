@@ -1,0 +1,457 @@
+// The client's sync engine for one connection: reconcile the whole tree, then turn every reported
+// change into passes of plan -> send. Sends happen in plan order (the server applies in that order);
+// reading and asking HAVE? for the files ahead overlap with sending. Replies arrive asynchronously: a
+// failed change puts its path back on the dirty list.
+import { join } from 'node:path'
+import { hashKey } from '../hash.js'
+import type { Logger } from '../log.js'
+import type { ClientMessage } from '../protocol/messages.js'
+import { isSameOrBelow, parentOf } from '../protocol/paths.js'
+import type { Connection, Outcome } from './connection.js'
+import type { KnownContent } from './known.js'
+import { plan, type Op } from './planner.js'
+import { RemoteTree, type RemoteEntry } from './remote.js'
+import { rootIdentity, sameRoot, scanTree, statEntry, type LocalEntry, type RootIdentity } from './scan.js'
+import type { SyncStats } from './stats.js'
+import { allIds, negotiate, readFileDigest, streamSpans, type NotReady, type PreparedFile, type Span } from './uploader.js'
+
+/** Uploads read and negotiated ahead of the one being sent. */
+const PREPARE_AHEAD = 64
+/** How long a deleted entry can still be brought back by RENAME (the server keeps it 60 s). */
+const RECENT_DELETE_MS = 45_000
+/** Attempts per path before the client stops retrying it until it changes again. */
+const MAX_ATTEMPTS = 5
+
+export interface SyncerOptions {
+  root: string
+  log: Logger
+  known: KnownContent
+  stats: SyncStats
+  /** Called for every change the server confirmed (for --verbose and the demo). */
+  onApplied?: (what: string, path: string) => void
+}
+
+interface Prepared {
+  kind: 'prepared'
+  file: PreparedFile
+  spans: Span[]
+}
+
+type Deleted = { path: string; entries: RemoteEntry[]; at: number }
+
+export class RootChangedError extends Error {
+  readonly code = 'SFM_ROOT_GONE'
+}
+
+export class Syncer {
+  private remote = new RemoteTree()
+  private conn: Connection | null = null
+  private rootId: RootIdentity | null = null
+  // what needs another look: everything (after connecting), or paths and what is below them
+  private full = true
+  private dirty = new Set<string>()
+  private wake: (() => void) | null = null
+  private readonly acks = new Set<Promise<void>>()
+  private readonly attempts = new Map<string, number>()
+  // for recognising moves: the inode each path had when last seen, and recently deleted entries
+  private readonly inoOf = new Map<string, bigint>()
+  private readonly pathOfIno = new Map<bigint, string>()
+  private readonly deleted = new Map<bigint, Deleted>()
+  // inodes of the paths that disappeared in the current pass, for remembering what a DELETE removed
+  private vanished = new Map<string, bigint>()
+  // chunk ids being uploaded by a change whose reply has not come yet, with that reply
+  private readonly inflight = new Map<string, Promise<boolean>>()
+  /** Paths that could not be synced after all attempts (reported by --once). */
+  readonly gaveUp = new Set<string>()
+
+  constructor(private readonly opts: SyncerOptions) {}
+
+  /** Paths the watcher reported: each path and what is below it may have changed. */
+  markChanged(paths: Iterable<string>): void {
+    for (const p of paths) {
+      this.dirty.add(p)
+      this.attempts.delete(p)
+      this.gaveUp.delete(p)
+    }
+    this.wake?.()
+  }
+
+  /** The identity of the folder when sync started: a different one later means it was replaced. */
+  async pinRoot(): Promise<void> {
+    this.rootId = await rootIdentity(this.opts.root)
+  }
+
+  /**
+   * Runs on one connection: lists the mirror, reconciles everything, then (unless `once`) keeps
+   * applying changes until the connection ends. Resolves after `once` when every change is
+   * confirmed; otherwise rejects with the reason the connection ended.
+   */
+  async run(conn: Connection, once: boolean): Promise<void> {
+    this.conn = conn
+    this.opts.known.useMirror(conn.welcome.mirrorId)
+    this.remote = new RemoteTree(await conn.list())
+    this.full = true
+    const closed = conn.closed.then((err) => {
+      throw err
+    })
+    closed.catch(() => {})
+    for (;;) {
+      await Promise.race([this.drain(), closed])
+      if (once && !this.full && this.dirty.size === 0) return
+      if (once) continue
+      await Promise.race([new Promise<void>((resolve) => (this.wake = resolve)), closed])
+      this.wake = null
+    }
+  }
+
+  /** Runs passes until nothing is dirty and every change sent has its reply. */
+  private async drain(): Promise<void> {
+    for (;;) {
+      if (this.full || this.dirty.size > 0) {
+        const full = this.full
+        const paths = this.dirty
+        this.full = false
+        this.dirty = new Set()
+        await this.pass(full, paths)
+        continue
+      }
+      if (this.acks.size === 0) return
+      await Promise.all([...this.acks])
+    }
+  }
+
+  private async pass(full: boolean, paths: Set<string>): Promise<void> {
+    const root = this.opts.root
+    const warn = (msg: string) => this.opts.log.warn(msg)
+    await this.checkRoot()
+    const local = new Map<string, LocalEntry>()
+    const candidates = new Set<string>()
+    if (full) {
+      for (const [p, e] of await scanTree(root, { onWarning: warn })) {
+        local.set(p, e)
+        candidates.add(p)
+      }
+      for (const p of this.remote.paths()) candidates.add(p)
+    } else {
+      for (const p of topmost(paths)) {
+        const e = await statEntry(root, p, { onWarning: warn })
+        candidates.add(p)
+        if (e?.kind === 'dir') {
+          for (const [q, qe] of await scanTree(root, { under: p, onWarning: warn })) {
+            local.set(q, qe)
+            candidates.add(q)
+          }
+        }
+        if (e) local.set(p, e)
+        for (const q of this.remote.below(p)) candidates.add(q)
+        const parent = parentOf(p)
+        if (parent !== null && !local.has(parent)) {
+          const pe = await statEntry(root, parent, { onWarning: warn })
+          if (pe?.kind === 'dir') {
+            local.set(parent, pe)
+            candidates.add(parent)
+          }
+        }
+      }
+    }
+    await this.checkRoot()
+    const renames = full ? [] : this.findMoves(local, candidates)
+    // what a move brings along must be compared too: the folder may differ from it below the target
+    for (const m of renames) for (const q of this.remote.below(m.from)) candidates.add(m.to + q.slice(m.from.length))
+    this.rememberInodes(local, candidates)
+    const ops = plan({ candidates, local, remote: this.remote, renames })
+    await this.execute(ops)
+  }
+
+  /** Stops with an error if the folder is gone or was replaced: never a mass delete [issue: vanished root]. */
+  private async checkRoot(): Promise<void> {
+    const now = await rootIdentity(this.opts.root)
+    if (this.rootId && !sameRoot(now, this.rootId)) {
+      throw new RootChangedError(`the folder ${this.opts.root} was replaced by another one; stopping`)
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Moves: an entry that appears with the inode of one that disappeared (in this pass, or deleted
+  // recently) was moved, and the server can move it too instead of receiving it again.
+
+  private findMoves(local: Map<string, LocalEntry>, candidates: Set<string>): Array<{ from: string; to: string }> {
+    const moves: Array<{ from: string; to: string }> = []
+    const claimed = new Set<string>()
+    for (const to of candidates) {
+      const l = local.get(to)
+      if (!l) continue
+      const r = this.remote.get(to)
+      if (r && r.kind === l.kind) continue // not new here
+      const from = this.pathOfIno.get(l.ino)
+      if (from !== undefined && from !== to && !claimed.has(from) && !local.has(from) && candidates.has(from)) {
+        const old = this.remote.get(from)
+        if (old && sameThing(old, l) && !moves.some((m) => isSameOrBelow(to, m.to) || isSameOrBelow(from, m.from))) {
+          moves.push({ from, to })
+          claimed.add(from)
+          continue
+        }
+      }
+      const gone = this.deleted.get(l.ino)
+      if (gone && Date.now() - gone.at < RECENT_DELETE_MS && sameThing(gone.entries[0]!, l) && !this.remote.has(gone.path)) {
+        moves.push({ from: gone.path, to })
+        this.deleted.delete(l.ino)
+        // the server restores it from its trash [M-RENAME-2]: so does our model
+        for (const e of gone.entries) this.remote.set(e)
+      }
+    }
+    return moves
+  }
+
+  private rememberInodes(local: Map<string, LocalEntry>, candidates: Set<string>): void {
+    this.vanished = new Map()
+    for (const p of candidates) {
+      const e = local.get(p)
+      const old = this.inoOf.get(p)
+      if (old !== undefined && this.pathOfIno.get(old) === p) this.pathOfIno.delete(old)
+      if (e) {
+        this.inoOf.set(p, e.ino)
+        this.pathOfIno.set(e.ino, p)
+      } else if (old !== undefined) {
+        this.inoOf.delete(p)
+        this.vanished.set(p, old)
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Sending
+
+  private async execute(ops: Op[]): Promise<void> {
+    const preps = new Map<number, Promise<Prepared | NotReady | Error>>()
+    let started = 0
+    const startAhead = (upTo: number) => {
+      for (; started < ops.length && started <= upTo; started++) {
+        const op = ops[started]!
+        if (op.kind === 'upload') preps.set(started, this.prepare(op.path).catch((e: Error) => e))
+      }
+    }
+    // content the pass deletes, by content id, so that a new name for it becomes a RENAME
+    const deleting = new Map<string, string>()
+    for (const op of ops) {
+      if (op.kind !== 'delete') continue
+      for (const p of [op.path, ...this.remote.below(op.path)]) {
+        const e = this.remote.get(p)
+        if (e?.kind === 'file') deleting.set(hashKey(e.contentId), p)
+      }
+    }
+    const cancelled = new Set<string>()
+    for (let i = 0; i < ops.length; i++) {
+      startAhead(i + PREPARE_AHEAD)
+      const op = ops[i]!
+      if (op.kind === 'upload') {
+        const prep = await preps.get(i)!
+        preps.delete(i)
+        await this.upload(op.path, op.local, prep, deleting, cancelled)
+      } else if (!(op.kind === 'delete' && cancelled.has(op.path))) {
+        this.sendChange(op)
+      }
+    }
+  }
+
+  private async prepare(path: string): Promise<Prepared | NotReady> {
+    const file = await readFileDigest(join(this.opts.root, path))
+    if (file.kind !== 'ready') return file
+    const r = this.remote.get(path)
+    if (r?.kind === 'file' && r.contentId.equals(file.contentId)) return { kind: 'prepared', file, spans: [] } // same content
+    return { kind: 'prepared', file, spans: await negotiate(file.tree, this.conn!, this.opts.known) }
+  }
+
+  private async upload(path: string, local: LocalEntry, prep: Prepared | NotReady | Error, deleting: Map<string, string>, cancelled: Set<string>): Promise<void> {
+    const conn = this.conn!
+    if (prep instanceof Error) throw prep
+    if (prep.kind === 'gone') return // the watcher reports what replaced it
+    if (prep.kind === 'unstable') {
+      this.opts.log.warn(`${path} keeps changing while it is read; will try again`)
+      this.retryLater(path)
+      return
+    }
+    const { file } = prep
+    const id = file.identity
+    const remote = this.remote.get(path)
+    // Same bytes as the mirror's: only the attributes differ (a touch, a chmod).
+    if (remote?.kind === 'file' && remote.contentId.equals(file.contentId)) {
+      this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
+      this.remote.set({ ...remote, mtimeNs: id.mtimeNs, mode: local.mode })
+      return
+    }
+    // The same bytes under a name this pass deletes: a move the watcher did not pair (or a restart).
+    const movedFrom = deleting.get(hashKey(file.contentId))
+    if (movedFrom !== undefined && movedFrom !== path && !cancelled.has(movedFrom)) {
+      const old = this.remote.get(movedFrom)
+      if (old?.kind === 'file' && old.size === id.size) {
+        cancelled.add(movedFrom)
+        deleting.delete(hashKey(file.contentId))
+        this.sendChange({ kind: 'rename', from: movedFrom, to: path })
+        if (old.mtimeNs !== id.mtimeNs || old.mode !== local.mode) this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
+        this.remote.set({ ...old, path, mtimeNs: id.mtimeNs, mode: local.mode })
+        return
+      }
+    }
+    let spans = prep.spans
+    // Content an earlier upload of this pass is still sending: wait for it, then refer to it.
+    const waits = spans.filter((s) => !s.ref && this.inflight.has(hashKey(s.id))).map((s) => this.inflight.get(hashKey(s.id))!)
+    const rootWait = this.inflight.get(hashKey(file.contentId))
+    if (rootWait) waits.push(rootWait)
+    if (waits.length > 0) {
+      await Promise.all(waits)
+      spans = await negotiate(file.tree, conn, this.opts.known)
+    }
+    let settle!: (ok: boolean) => void
+    const done = new Promise<boolean>((resolve) => (settle = resolve))
+    const claimed: string[] = []
+    for (const key of [hashKey(file.contentId), ...spans.filter((s) => !s.ref).map((s) => hashKey(s.id))]) {
+      if (!this.inflight.has(key)) {
+        this.inflight.set(key, done)
+        claimed.push(key)
+      }
+    }
+    const release = (ok: boolean) => {
+      for (const key of claimed) if (this.inflight.get(key) === done) this.inflight.delete(key)
+      settle(ok)
+    }
+
+    const uploadId = await conn.openUpload()
+    let reply: Promise<Outcome>
+    try {
+      const { dataBytes, changed } = await streamSpans(file, spans, conn, uploadId)
+      this.opts.stats.dataBytesSent += dataBytes
+      if (changed) {
+        conn.abort(uploadId)
+        conn.closeUpload()
+        release(false)
+        this.retryLater(path)
+        return
+      }
+      reply = conn.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
+    } catch (err) {
+      conn.closeUpload()
+      release(false)
+      throw err
+    }
+    this.remote.set({ kind: 'file', path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
+    this.track(
+      reply.then((o) => {
+        conn.closeUpload()
+        if (o.ok) {
+          for (const nodeId of allIds(file.tree)) this.opts.known.add(nodeId)
+          this.opts.stats.files++
+          this.opts.stats.bytes += id.size
+        } else if (o.code === 'SFM_ERR_MISSING') {
+          for (const s of spans) if (s.ref) this.opts.known.forget(s.id)
+        }
+        release(o.ok)
+        return o
+      }),
+      'upload',
+      path,
+    )
+  }
+
+  private sendChange(op: Exclude<Op, { kind: 'upload' }>): void {
+    const conn = this.conn!
+    let make: (id: number) => ClientMessage
+    let what: string = op.kind
+    const path = op.kind === 'rename' ? op.to : op.path
+    switch (op.kind) {
+      case 'mkdir':
+        make = (id) => ({ type: 'mkdir', requestId: id, path: op.path, mode: op.mode, mtimeNs: op.mtimeNs })
+        this.remote.set({ kind: 'dir', path: op.path, mode: op.mode, mtimeNs: op.mtimeNs })
+        break
+      case 'symlink':
+        make = (id) => ({ type: 'symlink', requestId: id, path: op.path, target: op.target, mtimeNs: op.mtimeNs })
+        this.remote.set({ kind: 'symlink', path: op.path, mode: 0, mtimeNs: op.mtimeNs, target: op.target })
+        break
+      case 'setattr':
+      case 'dirattr': {
+        make = (id) => ({ type: 'setattr', requestId: id, path: op.path, mode: op.mode, mtimeNs: op.mtimeNs })
+        const r = this.remote.get(op.path)
+        if (r && r.kind !== 'unknown') this.remote.set({ ...r, mode: r.kind === 'symlink' ? 0 : op.mode, mtimeNs: op.mtimeNs })
+        what = 'attributes'
+        break
+      }
+      case 'rename':
+        make = (id) => ({ type: 'rename', requestId: id, from: op.from, to: op.to })
+        if (this.remote.has(op.from)) this.remote.move(op.from, op.to)
+        this.opts.stats.renames++
+        break
+      case 'delete': {
+        make = (id) => ({ type: 'delete', requestId: id, path: op.path })
+        const ino = this.vanished.get(op.path)
+        if (ino !== undefined) {
+          const entries = [op.path, ...this.remote.below(op.path)].map((p) => this.remote.get(p)!).filter((e) => e && e.kind !== 'unknown')
+          if (entries.length > 0) this.deleted.set(ino, { path: op.path, entries, at: Date.now() })
+        }
+        this.remote.delete(op.path)
+        this.opts.stats.deletes++
+        break
+      }
+    }
+    this.opts.stats.changes++
+    this.track(conn.change(make), what, path)
+  }
+
+  /** Follows a reply: success is reported, failure puts the path back for another pass. */
+  private track(reply: Promise<Outcome>, what: string, path: string): void {
+    const p = reply.then(
+      (o) => {
+        if (o.ok) {
+          this.attempts.delete(path)
+          this.opts.onApplied?.(what, path)
+          return
+        }
+        this.opts.stats.failures++
+        this.opts.log.warn(`server refused ${what} of ${path}: ${o.message}`, { code: o.code })
+        this.remote.markUnknown(path)
+        this.retryLater(path)
+      },
+      () => {}, // the connection ended: the next connection reconciles everything
+    )
+    this.acks.add(p)
+    void p.finally(() => this.acks.delete(p))
+  }
+
+  private retryLater(path: string): void {
+    const n = (this.attempts.get(path) ?? 0) + 1
+    this.attempts.set(path, n)
+    if (n >= MAX_ATTEMPTS) {
+      this.opts.log.error(`giving up on ${path} after ${n} attempts; it will be retried when it changes`)
+      this.gaveUp.add(path)
+      return
+    }
+    const delay = 50 * 2 ** n
+    setTimeout(() => {
+      this.dirty.add(path)
+      this.wake?.()
+    }, delay).unref()
+    // keep `drain` (and so --once) waiting until the retry has run
+    const wait = new Promise<void>((resolve) => setTimeout(resolve, delay + 1))
+    this.acks.add(wait)
+    void wait.finally(() => this.acks.delete(wait))
+  }
+}
+
+/**
+ * Whether an entry that vanished (remote) and one that appeared (local) with its inode are the same
+ * thing moved. Inodes are reused at once after a delete, so the inode alone proves nothing: the kind
+ * and the mtime (which a rename keeps) must match too, and for files the size, for symlinks the target.
+ */
+function sameThing(r: RemoteEntry, l: LocalEntry): boolean {
+  if (r.kind !== l.kind || r.mtimeNs !== l.mtimeNs) return false
+  if (r.kind === 'file') return r.size === l.size
+  if (r.kind === 'symlink') return r.target === l.target
+  return true
+}
+
+/** The paths not below another path of the set. */
+function topmost(paths: Set<string>): string[] {
+  return [...paths].filter((p) => {
+    for (let q = parentOf(p); q !== null; q = parentOf(q)) if (paths.has(q)) return false
+    return true
+  })
+}

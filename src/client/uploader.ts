@@ -1,0 +1,257 @@
+// Uploading one regular file: read and chunk it (reading it again if it changed meanwhile), find out
+// top-down through its content tree what the server already has, then send REFS for that and CHUNK for
+// the rest, and COMMIT. The server never receives a mixture of two versions: every chunk sent is checked
+// against the id computed when the file was read, and the file's identity is checked before COMMIT.
+import { constants as fsc } from 'node:fs'
+import { lstat, open, type FileHandle } from 'node:fs/promises'
+import { digestBuffer, digestFile, identityOf, sameIdentity, type FileIdentity } from '../digest.js'
+import { hash128, hashKey } from '../hash.js'
+import type { Ref } from '../protocol/messages.js'
+import type { ContentTree } from '../tree.js'
+import type { Connection, Outcome } from './connection.js'
+import type { KnownContent } from './known.js'
+
+/** Files up to this size are read once and kept in memory until sent. */
+const SMALL_FILE_BYTES = 1 << 20
+const READ_BLOCK_BYTES = 4 << 20
+/**
+ * A file modified less than this long ago may be in the middle of being written (a program that
+ * truncates and rewrites in pieces): a read of it is kept only once the file has been quiet this long.
+ */
+const SETTLE_MS = 30
+/** ...but a file that never stops changing (a busy log) is sent as read, at most this much later. */
+const MAX_SETTLE_MS = 2_000
+
+export type Span =
+  | { readonly ref: true; readonly id: Buffer; readonly length: number }
+  | { readonly ref: false; readonly id: Buffer; readonly offset: number; readonly length: number }
+
+export interface PreparedFile {
+  readonly kind: 'ready'
+  readonly abs: string
+  readonly identity: FileIdentity
+  readonly contentId: Buffer
+  readonly tree: ContentTree
+  /** The file's bytes, for small files. */
+  readonly bytes: Buffer | null
+}
+
+/** Why a file could not be read consistently: it vanished or is not a file now, or it kept changing. */
+export type NotReady = { readonly kind: 'gone' } | { readonly kind: 'unstable' }
+
+export interface SendResult {
+  /** Bytes sent as CHUNK data. */
+  dataBytes: number
+  outcome: Outcome | 'changed'
+}
+
+/**
+ * Reads and digests a file: again if it changed while being read, and only once it has been quiet for
+ * SETTLE_MS (or MAX_SETTLE_MS have passed), so a half-rewritten file is not taken for a version.
+ */
+export async function readFileDigest(abs: string): Promise<PreparedFile | NotReady> {
+  const start = Date.now()
+  for (let attempt = 0; ; attempt++) {
+    const overdue = Date.now() - start > MAX_SETTLE_MS
+    let r: PreparedFile | null
+    try {
+      r = await readOnce(abs)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'EISDIR' || code === 'EINVAL' || code === 'ENOTDIR') {
+        return { kind: 'gone' }
+      }
+      throw err
+    }
+    if (r) {
+      const quietMs = Date.now() - Number(r.identity.mtimeNs / 1_000_000n)
+      if (quietMs >= SETTLE_MS || overdue) return r
+      await sleep(SETTLE_MS - quietMs)
+      if (await unchangedSince(abs, r.identity)) return r
+    } else if (overdue) {
+      return { kind: 'unstable' }
+    } else {
+      await sleep(Math.min(5 * 2 ** attempt, 200))
+    }
+  }
+}
+
+async function unchangedSince(abs: string, identity: FileIdentity): Promise<boolean> {
+  try {
+    return sameIdentity(identity, identityOf(await lstat(abs, { bigint: true })))
+  } catch {
+    return false
+  }
+}
+
+async function readOnce(abs: string): Promise<PreparedFile | null> {
+  const fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)
+  let small: { bytes: Buffer; before: FileIdentity } | null = null
+  try {
+    const st = await fh.stat({ bigint: true })
+    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' })
+    if (st.size <= BigInt(SMALL_FILE_BYTES)) {
+      const before = identityOf(st)
+      const bytes = Buffer.allocUnsafe(before.size + 1) // one spare byte shows a file that grew
+      let n = 0
+      for (;;) {
+        const { bytesRead } = await fh.read(bytes, n, bytes.length - n, n)
+        if (bytesRead === 0 || (n += bytesRead) === bytes.length) break
+      }
+      const after = identityOf(await fh.stat({ bigint: true }))
+      if (n !== before.size || !sameIdentity(before, after)) return null
+      small = { bytes: bytes.subarray(0, n), before }
+    }
+  } finally {
+    await fh.close()
+  }
+  if (small) {
+    const d = digestBuffer(small.bytes)
+    return { kind: 'ready', abs, identity: small.before, contentId: d.contentId, tree: d.tree, bytes: small.bytes }
+  }
+  const d = await digestFile(abs)
+  if (!sameIdentity(d.statBefore, d.statAfter)) return null
+  return { kind: 'ready', abs, identity: d.statBefore, contentId: d.contentId, tree: d.tree, bytes: null }
+}
+
+/**
+ * Which parts of the file the server needs: asks HAVE? level by level from the root, skipping ids the
+ * client already knows the server has, and descending only into what is missing. Returns the file as
+ * spans in order: REF for content the server has, data for chunks it does not.
+ */
+export async function negotiate(tree: ContentTree, conn: Connection, known: KnownContent): Promise<Span[]> {
+  const levels = tree.levels
+  if (levels[0]!.count === 0) return []
+  const HAVE = 1
+  const MISSING = 2
+  const state = levels.map((l) => new Uint8Array(l.count))
+  // entries whose answer is already known to be "no" (they stand for a parent that was missing)
+  const knownMissing = levels.map((l) => new Uint8Array(l.count))
+  let frontier: Array<[number, number]> = [[levels.length - 1, 0]]
+  while (frontier.length > 0) {
+    const ask = frontier.filter(([l, i]) => !knownMissing[l]![i] && !known.has(tree.entryId(l, i)))
+    const answers = ask.length > 0 ? await conn.have(ask.map(([l, i]) => tree.entryId(l, i))) : []
+    const answerOf = new Map<string, boolean>()
+    ask.forEach(([l, i], k) => answerOf.set(`${l}:${i}`, answers[k]!))
+    const next: Array<[number, number]> = []
+    for (const [l, i] of frontier) {
+      const id = tree.entryId(l, i)
+      const has = !knownMissing[l]![i] && (known.has(id) || answerOf.get(`${l}:${i}`) === true)
+      if (has) {
+        state[l]![i] = HAVE
+        known.add(id)
+      } else {
+        state[l]![i] = MISSING
+        if (l === 0) continue
+        const lv = levels[l]!
+        const start = lv.childStart[i]!
+        const count = lv.childCount[i]!
+        for (let c = start; c < start + count; c++) {
+          if (count === 1) knownMissing[l - 1]![c] = 1 // same id as this entry: no need to ask again
+          next.push([l - 1, c])
+        }
+      }
+    }
+    frontier = next
+  }
+  const spans: Span[] = []
+  const emit = (l: number, i: number): void => {
+    const lv = levels[l]!
+    if (state[l]![i] === HAVE) spans.push({ ref: true, id: Buffer.from(tree.entryId(l, i)), length: lv.lengths[i]! })
+    else if (l === 0) spans.push({ ref: false, id: Buffer.from(tree.entryId(0, i)), offset: lv.offsets[i]!, length: lv.lengths[i]! })
+    else for (let c = lv.childStart[i]!; c < lv.childStart[i]! + lv.childCount[i]!; c++) emit(l - 1, c)
+  }
+  emit(levels.length - 1, 0)
+  return spans
+}
+
+/**
+ * Streams the spans of an upload: REFS for what the server has (and for chunks repeated within the
+ * file), CHUNK for the rest, each checked against its id. Returns 'changed' (after ABORT) if the file's
+ * bytes no longer match what was read.
+ */
+export async function streamSpans(prep: PreparedFile, spans: readonly Span[], conn: Connection, uploadId: number): Promise<{ dataBytes: number; changed: boolean }> {
+  let refs: Ref[] = []
+  const sent = new Set<string>()
+  let dataBytes = 0
+  const reader = prep.bytes ? null : new BlockReader(prep.abs)
+  try {
+    for (const span of spans) {
+      if (span.ref) {
+        refs.push({ hash: span.id, length: span.length })
+        continue
+      }
+      const key = hashKey(span.id)
+      if (sent.has(key)) {
+        refs.push({ hash: span.id, length: span.length }) // REFS may name a chunk sent earlier in this upload
+        continue
+      }
+      if (refs.length > 0) {
+        conn.refs(uploadId, refs)
+        refs = []
+      }
+      const data = prep.bytes ? prep.bytes.subarray(span.offset, span.offset + span.length) : await reader!.read(span.offset, span.length)
+      if (!data || !hash128(data).equals(span.id)) return { dataBytes, changed: true }
+      await conn.writable()
+      conn.chunk(uploadId, span.id, data)
+      sent.add(key)
+      dataBytes += data.length
+    }
+    if (refs.length > 0) conn.refs(uploadId, refs)
+    if (reader && !(await reader.unchanged(prep.identity))) return { dataBytes, changed: true }
+    return { dataBytes, changed: false }
+  } finally {
+    await reader?.close()
+  }
+}
+
+/** Sequential reads of a large file in big blocks: chunk spans come in increasing offset order. */
+class BlockReader {
+  private fh: FileHandle | null = null
+  private block: Buffer | null = null
+  private blockStart = 0
+
+  constructor(private readonly abs: string) {}
+
+  async read(offset: number, length: number): Promise<Buffer | null> {
+    if (!this.block || offset < this.blockStart || offset + length > this.blockStart + this.block.length) {
+      this.fh ??= await open(this.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW).catch(() => null)
+      if (!this.fh) return null
+      // a new buffer each time: the previous one may still be queued in the socket
+      const want = Math.max(length, READ_BLOCK_BYTES)
+      const buf = Buffer.allocUnsafe(want)
+      let n = 0
+      while (n < want) {
+        const { bytesRead } = await this.fh.read(buf, n, want - n, offset + n)
+        if (bytesRead === 0) break
+        n += bytesRead
+      }
+      if (n < length) return null
+      this.block = buf.subarray(0, n)
+      this.blockStart = offset
+    }
+    return this.block.subarray(offset - this.blockStart, offset - this.blockStart + length)
+  }
+
+  async unchanged(identity: FileIdentity): Promise<boolean> {
+    if (!this.fh) return true
+    return sameIdentity(identity, identityOf(await this.fh.stat({ bigint: true })))
+  }
+
+  async close(): Promise<void> {
+    await this.fh?.close()
+    this.fh = null
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
+
+/** Every id of the tree, for remembering what the server has after a COMMIT succeeded. */
+export function* allIds(tree: ContentTree): Generator<Buffer> {
+  for (let l = 0; l < tree.levels.length; l++) {
+    const lv = tree.levels[l]!
+    for (let i = 0; i < lv.count; i++) if (l === 0 || lv.childCount[i] !== 1) yield tree.entryId(l, i)
+  }
+}

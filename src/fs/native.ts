@@ -1,0 +1,116 @@
+// Exact mtimes and whole-file-system sync through the optional addon in src/native/, with
+// portable fallbacks when it was not built (scripts/build-native.mjs says so at install time).
+import fs from 'node:fs'
+import { createRequire } from 'node:module'
+
+interface Binding {
+  utimesNs(path: string, sec: bigint, nsec: number, noFollow: boolean): void
+  futimesNs(fd: number, sec: bigint, nsec: number): void
+  syncfs(fd: number): Promise<void>
+}
+
+const NS_PER_SEC = 1_000_000_000n
+
+// src/fs/native.ts and dist/fs/native.js both sit two levels below the repository root.
+const ADDON_PATH = '../../build/Release/sfm_native.node'
+
+const loadBinding = (): { binding?: Binding; error?: Error } => {
+  try {
+    return { binding: createRequire(import.meta.url)(ADDON_PATH) as Binding }
+  } catch (err) {
+    return { error: err as Error }
+  }
+}
+
+const loaded = loadBinding()
+const binding = loaded.binding
+
+/** True when the addon loaded: mtimes are exact to the nanosecond and syncFileSystem works. */
+export const nativeAvailable: boolean = binding !== undefined
+
+/** Why the addon did not load (not built, or built for another Node ABI); for diagnostics. */
+export const nativeLoadError: Error | undefined = loaded.error
+
+/** Splits nanoseconds since the epoch into (sec, nsec) with 0 <= nsec < 1e9, flooring towards
+ * minus infinity: -1n is (-1n, 999_999_999). BigInt `/` truncates towards zero, hence the fix-up. */
+export const splitNs = (ns: bigint): { sec: bigint; nsec: number } => {
+  let sec = ns / NS_PER_SEC
+  let rem = ns % NS_PER_SEC
+  if (rem < 0n) {
+    sec -= 1n
+    rem += NS_PER_SEC
+  }
+  return { sec, nsec: Number(rem) }
+}
+
+/**
+ * Sets the mtime of `path` to exactly `mtimeNs` nanoseconds since the epoch, leaving atime as it
+ * is. With `noFollow` a symlink's own mtime is set (dangling links too), never its target's.
+ * Throws Node-style errors: branch on `.code` ('ENOENT', 'EACCES', ...).
+ *
+ * Without the addon this is exact only to the microsecond (see toLibuvTime) and atime is
+ * rewritten to its current value rounded to the microsecond.
+ */
+export const setMtimeNs = (path: string, mtimeNs: bigint, opts: { noFollow: boolean }): void => {
+  if (binding !== undefined) {
+    const { sec, nsec } = splitNs(mtimeNs)
+    binding.utimesNs(path, sec, nsec, opts.noFollow)
+    return
+  }
+  if (opts.noFollow) {
+    const atime = toLibuvTime(fs.lstatSync(path, { bigint: true }).atimeNs)
+    fs.lutimesSync(path, atime, toLibuvTime(mtimeNs))
+  } else {
+    const atime = toLibuvTime(fs.statSync(path, { bigint: true }).atimeNs)
+    fs.utimesSync(path, atime, toLibuvTime(mtimeNs))
+  }
+}
+
+/** setMtimeNs for an open file descriptor (futimens(2)); same precision and fallback. */
+export const setMtimeNsFd = (fd: number, mtimeNs: bigint): void => {
+  if (binding !== undefined) {
+    const { sec, nsec } = splitNs(mtimeNs)
+    binding.futimesNs(fd, sec, nsec)
+    return
+  }
+  const atime = toLibuvTime(fs.fstatSync(fd, { bigint: true }).atimeNs)
+  fs.futimesSync(fd, atime, toLibuvTime(mtimeNs))
+}
+
+/**
+ * Flushes the whole file system that `fd` lives on, as syncfs(2), off the event loop. Keep `fd`
+ * open until the promise settles. Without the addon (or off Linux) it rejects with code 'ENOSYS':
+ * the caller then fsyncs each file itself.
+ */
+export const syncFileSystem = (fd: number): Promise<void> => {
+  if (binding !== undefined) return binding.syncfs(fd)
+  const err = Object.assign(new Error('ENOSYS: syncfs is not available without the sfm addon'), {
+    code: 'ENOSYS',
+    syscall: 'syncfs',
+  })
+  return Promise.reject(err)
+}
+
+/**
+ * Turns nanoseconds into the value fs.utimes hands to libuv so that the result is the nearest
+ * microsecond. Two traps in Node 20's path make a plain `Number(ns) / 1e9` wrong:
+ *
+ * 1. fs's toUnixTimestamp replaces any negative number with Date.now() (pre-1970 mtimes silently
+ *    become "now"), but passes a numeric string through as `+string`. So we pass a string.
+ * 2. libuv then truncates the double towards zero to whole microseconds, and a double near 1.7e9
+ *    is only good to ~240 ns, so aiming at an exact microsecond can land one below it. We aim half
+ *    a microsecond away from zero instead, which truncates back to the microsecond we want.
+ *
+ * The result is within 500 ns of `ns`, exact when `ns` is a whole microsecond, for times up to
+ * the year 2106 (beyond that the double itself is coarser than 500 ns).
+ */
+export const toLibuvTime = (ns: bigint): string => {
+  let us = ns / 1000n // truncates towards zero; round to nearest instead:
+  const rem = ns - us * 1000n
+  if (rem >= 500n) us += 1n
+  else if (rem <= -500n) us -= 1n
+  const aim = us * 1000n + (us < 0n ? -500n : 500n)
+  const abs = aim < 0n ? -aim : aim
+  const frac = (abs % NS_PER_SEC).toString().padStart(9, '0')
+  return `${aim < 0n ? '-' : ''}${abs / NS_PER_SEC}.${frac}`
+}

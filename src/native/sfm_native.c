@@ -1,0 +1,316 @@
+/* sfm_native owns the three file-system calls Node 20 lacks: utimensat(2) and futimens(2) with a
+ * full-precision mtime (atime left alone), and syncfs(2). src/fs/native.ts is its only caller. */
+
+#define _GNU_SOURCE /* syncfs(2), strerrorname_np(3) */
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <node_api.h>
+
+/* Any failed napi_* call means a programming error or a pending exception: bail out and let the
+ * pending exception (if any) reach JS. */
+#define NAPI_OK(call)                                                                              \
+  do {                                                                                             \
+    if ((call) != napi_ok) return NULL;                                                            \
+  } while (0)
+
+/* Node's fs errors carry libuv's names; these are the POSIX names, which coincide for everything
+ * these three syscalls can return. */
+static const char *errno_name(int err) {
+  switch (err) {
+    case EACCES: return "EACCES";
+    case EAGAIN: return "EAGAIN";
+    case EBADF: return "EBADF";
+    case EBUSY: return "EBUSY";
+    case EDQUOT: return "EDQUOT";
+    case EFAULT: return "EFAULT";
+    case EINTR: return "EINTR";
+    case EINVAL: return "EINVAL";
+    case EIO: return "EIO";
+    case EISDIR: return "EISDIR";
+    case ELOOP: return "ELOOP";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOENT: return "ENOENT";
+    case ENOMEM: return "ENOMEM";
+    case ENOSPC: return "ENOSPC";
+    case ENOSYS: return "ENOSYS";
+    case ENOTDIR: return "ENOTDIR";
+    case ENOTSUP: return "ENOTSUP";
+    case EOVERFLOW: return "EOVERFLOW";
+    case EPERM: return "EPERM";
+    case EROFS: return "EROFS";
+    case ESRCH: return "ESRCH";
+    case ETXTBSY: return "ETXTBSY";
+    default: break;
+  }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  {
+    const char *name = strerrorname_np(err);
+    if (name != NULL) return name;
+  }
+#endif
+  return "UNKNOWN";
+}
+
+/* Builds an Error shaped like Node's fs errors: message "ENOENT: no such file or directory,
+ * utimensat '/x'", code 'ENOENT', errno -2 (negative, as libuv reports it), syscall, path.
+ * `path` may be NULL (fd calls). Must run on the JS thread (strerror is not thread-safe). */
+static napi_value make_errno_error(napi_env env, int err, const char *syscall, napi_value path) {
+  const char *code = errno_name(err);
+  char desc[256];
+  snprintf(desc, sizeof desc, "%s", strerror(err));
+  if (desc[0] >= 'A' && desc[0] <= 'Z') desc[0] = (char)(desc[0] - 'A' + 'a');
+
+  char msg[512];
+  size_t path_len = 0;
+  char path_buf[256] = "";
+  if (path != NULL &&
+      napi_get_value_string_utf8(env, path, path_buf, sizeof path_buf, &path_len) == napi_ok) {
+    snprintf(msg, sizeof msg, "%s: %s, %s '%s'", code, desc, syscall, path_buf);
+  } else {
+    snprintf(msg, sizeof msg, "%s: %s, %s", code, desc, syscall);
+  }
+
+  napi_value js_code, js_msg, error, js_errno, js_syscall;
+  NAPI_OK(napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &js_code));
+  NAPI_OK(napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &js_msg));
+  NAPI_OK(napi_create_error(env, js_code, js_msg, &error));
+  NAPI_OK(napi_create_int32(env, -err, &js_errno));
+  NAPI_OK(napi_set_named_property(env, error, "errno", js_errno));
+  NAPI_OK(napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &js_syscall));
+  NAPI_OK(napi_set_named_property(env, error, "syscall", js_syscall));
+  if (path != NULL) NAPI_OK(napi_set_named_property(env, error, "path", path));
+  return error;
+}
+
+static void throw_errno(napi_env env, int err, const char *syscall, napi_value path) {
+  napi_value error = make_errno_error(env, err, syscall, path);
+  if (error != NULL) napi_throw(env, error);
+}
+
+/* Seconds arrive as a BigInt (any int64) or as a Number that is an exact integer. A double is
+ * range-checked against ±2^63 before the cast, since an out-of-range cast is undefined in C. */
+static int get_seconds(napi_env env, napi_value value, int64_t *out) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok) return 0;
+  if (type == napi_bigint) {
+    bool lossless = false;
+    if (napi_get_value_bigint_int64(env, value, out, &lossless) != napi_ok) return 0;
+    if (!lossless) {
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "mtime seconds do not fit in 64 bits");
+      return 0;
+    }
+    return 1;
+  }
+  if (type == napi_number) {
+    double d;
+    if (napi_get_value_double(env, value, &d) != napi_ok) return 0;
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || d != floor(d)) {
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "mtime seconds must be an integer");
+      return 0;
+    }
+    *out = (int64_t)d;
+    return 1;
+  }
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mtime seconds must be a bigint or a number");
+  return 0;
+}
+
+static int get_nanoseconds(napi_env env, napi_value value, long *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mtime nanoseconds must be a number");
+    return 0;
+  }
+  if (!(d >= 0 && d <= 999999999) || d != floor(d)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "mtime nanoseconds must be an integer in 0..999999999");
+    return 0;
+  }
+  *out = (long)d;
+  return 1;
+}
+
+static int get_fd(napi_env env, napi_value value, int *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || !(d >= 0 && d <= INT32_MAX) ||
+      d != floor(d)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fd must be a non-negative integer");
+    return 0;
+  }
+  *out = (int)d;
+  return 1;
+}
+
+/* times[0] is atime, times[1] mtime: atime stays as it is (UTIME_OMIT). */
+static int get_times(napi_env env, napi_value sec, napi_value nsec, struct timespec times[2]) {
+  int64_t s;
+  long ns;
+  if (!get_seconds(env, sec, &s) || !get_nanoseconds(env, nsec, &ns)) return 0;
+  if ((int64_t)(time_t)s != s) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "mtime seconds do not fit in time_t");
+    return 0;
+  }
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_OMIT;
+  times[1].tv_sec = (time_t)s;
+  times[1].tv_nsec = ns;
+  return 1;
+}
+
+/* utimesNs(path: string, sec: bigint | number, nsec: number, noFollow: boolean): undefined */
+static napi_value utimes_ns(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "utimesNs(path, sec, nsec, noFollow)");
+    return NULL;
+  }
+
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "path must be a string");
+    return NULL;
+  }
+  char *path = malloc(len + 1);
+  if (path == NULL) {
+    throw_errno(env, ENOMEM, "utimensat", argv[0]);
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, argv[0], path, len + 1, &len);
+  /* A NUL inside the string would silently cut the path short; Node's fs rejects it too. */
+  if (strlen(path) != len) {
+    free(path);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "path must not contain NUL bytes");
+    return NULL;
+  }
+
+  struct timespec times[2];
+  bool no_follow = false;
+  if (!get_times(env, argv[1], argv[2], times) ||
+      napi_get_value_bool(env, argv[3], &no_follow) != napi_ok) {
+    free(path);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "noFollow must be a boolean");
+    return NULL;
+  }
+
+  int rc = utimensat(AT_FDCWD, path, times, no_follow ? AT_SYMLINK_NOFOLLOW : 0);
+  int err = errno;
+  free(path);
+  if (rc != 0) throw_errno(env, err, "utimensat", argv[0]);
+  return NULL;
+}
+
+/* futimesNs(fd: number, sec: bigint | number, nsec: number): undefined */
+static napi_value futimes_ns(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "futimesNs(fd, sec, nsec)");
+    return NULL;
+  }
+  int fd;
+  struct timespec times[2];
+  if (!get_fd(env, argv[0], &fd) || !get_times(env, argv[1], argv[2], times)) return NULL;
+  if (futimens(fd, times) != 0) throw_errno(env, errno, "futimens", NULL);
+  return NULL;
+}
+
+/* syncfs runs on the libuv thread pool: it can take seconds on a busy disk. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int fd;
+  int err;
+} SyncfsJob;
+
+static void syncfs_execute(napi_env env, void *data) {
+  (void)env;
+  SyncfsJob *job = data;
+#ifdef __linux__
+  job->err = syncfs(job->fd) == 0 ? 0 : errno;
+#else
+  job->err = ENOSYS;
+#endif
+}
+
+static void syncfs_complete(napi_env env, napi_status status, void *data) {
+  SyncfsJob *job = data;
+  napi_value result = NULL;
+  if (status != napi_ok) {
+    result = make_errno_error(env, EINTR, "syncfs", NULL); /* cancelled: only at env teardown */
+  } else if (job->err != 0) {
+    result = make_errno_error(env, job->err, "syncfs", NULL);
+  }
+  if (result == NULL && (status != napi_ok || job->err != 0)) {
+    /* Could not even build the error; reject with whatever is pending. */
+    napi_get_and_clear_last_exception(env, &result);
+  }
+  if (status == napi_ok && job->err == 0) {
+    napi_get_undefined(env, &result);
+    napi_resolve_deferred(env, job->deferred, result);
+  } else {
+    napi_reject_deferred(env, job->deferred, result);
+  }
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+/* syncfs(fd: number): Promise<undefined>. The caller keeps fd open until the promise settles. */
+static napi_value syncfs_async(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "syncfs(fd)");
+    return NULL;
+  }
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+
+  SyncfsJob *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    throw_errno(env, ENOMEM, "syncfs", NULL);
+    return NULL;
+  }
+  job->fd = fd;
+  napi_value promise, name;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "sfm:syncfs", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, syncfs_execute, syncfs_complete, job, &job->work) !=
+          napi_ok) {
+    free(job); /* the promise, if made, is dropped unsettled; the pending exception is thrown */
+    return NULL;
+  }
+  if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_async_work(env, job->work);
+    free(job);
+    return NULL;
+  }
+  return promise;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"utimesNs", NULL, utimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futimesNs", NULL, futimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncfs", NULL, syncfs_async, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  NAPI_OK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}

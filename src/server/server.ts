@@ -1,0 +1,121 @@
+// sfmd as an object: opens the mirror, listens (TCP or TLS), keeps one client per mirror, and stops
+// cleanly: no new requests, the batch in hand finished, open uploads dropped.
+import { randomBytes } from 'node:crypto'
+import net from 'node:net'
+import tls from 'node:tls'
+import { FatalError, EXIT } from '../fatal.js'
+import type { Logger } from '../log.js'
+import { Applier } from './applier.js'
+import { Mirror } from './mirror.js'
+import { Session } from './session.js'
+
+export interface ServerOptions {
+  root: string
+  host: string
+  port: number
+  fsync: boolean
+  adopt?: boolean
+  token?: Buffer | null
+  insecure?: boolean
+  tls?: { cert: Buffer; key: Buffer }
+  maxConnections?: number
+  maxOpenUploads?: number
+  maxInflight?: number
+  keepaliveMs?: number
+  trashTtlMs?: number
+  log: Logger
+}
+
+const STOP_GRACE_MS = 4_000
+
+export class SfmServer {
+  private readonly sessions = new Set<Session>()
+  private owner: { clientId: Buffer; name: string; session: Session } | null = null
+  private stopping = false
+
+  private constructor(
+    private readonly listener: net.Server,
+    readonly mirror: Mirror,
+    private readonly applier: Applier,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(opts: ServerOptions): Promise<SfmServer> {
+    const log = opts.log
+    const mirror = await Mirror.open({ root: opts.root, adopt: opts.adopt ?? false, trashTtlMs: opts.trashTtlMs, log })
+    const applier = new Applier(mirror, opts.fsync, log)
+    const listener = opts.tls ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key }) : net.createServer()
+    listener.maxConnections = opts.maxConnections ?? 64
+    const server = new SfmServer(listener, mirror, applier, log)
+    const policy = {
+      token: opts.token ?? null,
+      insecure: opts.insecure ?? false,
+      mirrorId: mirror.mirrorId,
+      maxOpenUploads: opts.maxOpenUploads ?? 32,
+      maxInflight: opts.maxInflight ?? 4_096,
+      keepaliveMs: opts.keepaliveMs ?? 15_000,
+    }
+    listener.on(opts.tls ? 'secureConnection' : 'connection', (socket: net.Socket) => {
+      if (server.stopping) return void socket.destroy()
+      const session = new Session(socket, {
+        mirror,
+        applier,
+        policy: { ...policy, serverNonce: randomBytes(16) },
+        claim: (s, id, name) => server.claim(s, id, name),
+        release: (s) => server.release(s),
+        log,
+      })
+      server.sessions.add(session)
+      socket.on('close', () => server.sessions.delete(session))
+    })
+    if (opts.tls) listener.on('tlsClientError', (err) => log.debug(`TLS handshake failed: ${err.message}`))
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', (err: NodeJS.ErrnoException) => {
+        void mirror.close()
+        if (err.code === 'EADDRINUSE') {
+          reject(new FatalError(`port ${opts.port} on ${opts.host} is already in use; choose another with --port`, EXIT.ENVIRONMENT))
+        } else if (err.code === 'EACCES') {
+          reject(new FatalError(`not allowed to listen on ${opts.host}:${opts.port}; use a port above 1023`, EXIT.ENVIRONMENT))
+        } else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') {
+          reject(new FatalError(`cannot listen on ${opts.host}: no such local address`, EXIT.ENVIRONMENT))
+        } else reject(err)
+      })
+      listener.listen(opts.port, opts.host || undefined, () => resolve())
+    })
+    listener.on('error', (err) => log.error(`listener: ${err.message}`))
+    return server
+  }
+
+  address(): { host: string; port: number } {
+    const a = this.listener.address() as net.AddressInfo
+    return { host: a.address, port: a.port }
+  }
+
+  /** One client id at a time; the same id again means the client restarted, so its old session goes. */
+  private claim(session: Session, clientId: Buffer, name: string): string | null {
+    const owner = this.owner
+    if (owner && owner.session !== session) {
+      if (!owner.clientId.equals(clientId)) return owner.name || owner.clientId.toString('hex')
+      this.log.info(`client ${name} reconnected; ending its previous session`)
+      owner.session.terminate('SFM_ERR_SHUTDOWN', 'replaced by a newer session of the same client')
+    }
+    this.owner = { clientId, name, session }
+    return null
+  }
+
+  private release(session: Session): void {
+    if (this.owner?.session === session) this.owner = null
+  }
+
+  /** Stops accepting, lets the changes in hand finish (bounded), then closes every session. */
+  async stop(): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()))
+    const grace = new Promise<void>((resolve) => setTimeout(resolve, STOP_GRACE_MS).unref())
+    await Promise.race([this.applier.idle(), grace])
+    for (const s of this.sessions) s.terminate('SFM_ERR_SHUTDOWN', 'the server is stopping')
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 500).unref())])
+    await this.mirror.close()
+  }
+}

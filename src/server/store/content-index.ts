@@ -1,0 +1,82 @@
+// Where the server can find content by id: every chunk id and every node id of every file it holds
+// (PROTOCOL.md 5.3) maps to the places where those bytes are. Locations are hints: readers verify the
+// bytes against the id and drop locations that no longer match (see mirror.ts).
+import { hashKey } from '../../hash.js'
+import { ContentTree } from '../../tree.js'
+import type { FileNode } from './catalog.js'
+
+export interface Location {
+  readonly file: FileNode
+  readonly offset: number
+  readonly length: number
+}
+
+export class ContentIndex {
+  // Most ids live in one file, so the value is a Location until a second place turns up.
+  private readonly byId = new Map<string, Location | Location[]>()
+
+  get size(): number {
+    return this.byId.size
+  }
+
+  /** Records every node of the file's content tree at its place in the file. */
+  addFile(file: FileNode): void {
+    this.eachEntry(file, (key, offset, length) => this.add(key, { file, offset, length }))
+  }
+
+  removeFile(file: FileNode): void {
+    this.eachEntry(file, (key) => this.remove(key, file))
+  }
+
+  /** Places where content with this id may be found, for files still in the catalog. */
+  lookup(id: Uint8Array): Location[] {
+    const key = hashKey(id)
+    const v = this.byId.get(key)
+    if (!v) return []
+    const all = Array.isArray(v) ? v : [v]
+    const live = all.filter((loc) => loc.file.parent !== null)
+    if (live.length !== all.length) this.set(key, live)
+    return live
+  }
+
+  has(id: Uint8Array): boolean {
+    return this.lookup(id).length > 0
+  }
+
+  /** Forgets one place, after its bytes failed verification. */
+  forget(id: Uint8Array, file: FileNode): void {
+    this.remove(hashKey(id), file)
+  }
+
+  private eachEntry(file: FileNode, fn: (key: string, offset: number, length: number) => void): void {
+    const tree = ContentTree.fromLeaves(file.manifest.ids, file.manifest.lengths)
+    for (let level = 0; level < tree.levels.length; level++) {
+      const lv = tree.levels[level]!
+      for (let i = 0; i < lv.count; i++) {
+        // an entry that stood for itself one level up has the id of its only child: recorded once
+        if (level > 0 && lv.childCount[i] === 1) continue
+        fn(hashKey(tree.entryId(level, i)), lv.offsets[i]!, lv.lengths[i]!)
+      }
+    }
+  }
+
+  private add(key: string, loc: Location): void {
+    const v = this.byId.get(key)
+    if (!v) this.byId.set(key, loc)
+    else if (Array.isArray(v)) {
+      if (!v.some((l) => l.file === loc.file && l.offset === loc.offset)) v.push(loc)
+    } else if (!(v.file === loc.file && v.offset === loc.offset)) this.byId.set(key, [v, loc])
+  }
+
+  private remove(key: string, file: FileNode): void {
+    const v = this.byId.get(key)
+    if (!v) return
+    const all = Array.isArray(v) ? v : [v]
+    this.set(key, all.filter((l) => l.file !== file))
+  }
+
+  private set(key: string, locs: Location[]): void {
+    if (locs.length === 0) this.byId.delete(key)
+    else this.byId.set(key, locs.length === 1 ? locs[0]! : locs)
+  }
+}

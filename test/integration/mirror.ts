@@ -1,0 +1,145 @@
+// End to end, with real sfmd and sfmc processes on 127.0.0.1: after each case the mirror equals the
+// folder (paths, types, bytes, permission bits, mtimes to the ns, symlink targets).
+import { execFileSync } from 'node:child_process'
+import { chmodSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, appendFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { mirrorDifference, startClient, startServer, syncOnce, waitForMirror } from '../helpers/procs.js'
+
+function populate(src: string): void {
+  mkdirSync(join(src, 'sub/deep/er'), { recursive: true })
+  mkdirSync(join(src, 'empty-dir'))
+  writeFileSync(join(src, 'hello.txt'), 'hello, sfm\n')
+  writeFileSync(join(src, 'empty'), '')
+  writeFileSync(join(src, 'sub/binary.bin'), Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7919) & 0xff)))
+  writeFileSync(join(src, 'sub/deep/er/run.sh'), '#!/bin/sh\necho hi\n')
+  chmodSync(join(src, 'sub/deep/er/run.sh'), 0o755)
+  writeFileSync(join(src, 'private'), 'secret')
+  chmodSync(join(src, 'private'), 0o600)
+  symlinkSync('hello.txt', join(src, 'link'))
+  symlinkSync('/nonexistent/target', join(src, 'dangling'))
+  symlinkSync('../..', join(src, 'sub/up'))
+  // names kept byte for byte
+  writeFileSync(join(src, 'name with spaces'), '1')
+  writeFileSync(join(src, '-leading-dash'), '2')
+  writeFileSync(join(src, 'back\\slash'), '3')
+  writeFileSync(join(src, 'caf\u00e9-nfc'), 'nfc')
+  writeFileSync(join(src, 'cafe\u0301-nfd'), 'nfd')
+  writeFileSync(join(src, 'x'.repeat(255)), '255')
+  writeFileSync(join(src, '\u00e9'.repeat(127) + 'x'), '255 bytes of UTF-8')
+  utimesSync(join(src, 'hello.txt'), new Date('2001-02-03T04:05:06Z'), new Date('2001-02-03T04:05:06Z'))
+}
+
+t.test('a first sync copies every kind of entry exactly', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  mkdirSync(src)
+  populate(src)
+  const server = await startServer(t, join(dir, 'mirror'))
+  const r = await syncOnce(t, src, server.port)
+  t.equal(r.code, 0, r.output)
+  t.equal(mirrorDifference(src, join(dir, 'mirror')), null)
+  t.match(r.stdout, /synced \d+ file/)
+})
+
+t.test('a second sync of an unchanged tree sends no file data', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  mkdirSync(src)
+  populate(src)
+  const server = await startServer(t, join(dir, 'mirror'))
+  t.equal((await syncOnce(t, src, server.port)).code, 0)
+  const again = await syncOnce(t, src, server.port, ['--json'])
+  t.equal(again.code, 0, again.output)
+  const summary = JSON.parse(again.stdout.trim().split('\n').pop()!).summary
+  t.equal(summary.files, 0, 'no file uploaded')
+  t.equal(summary.dataBytesSent, 0, 'no data sent')
+  t.equal(mirrorDifference(src, join(dir, 'mirror')), null)
+})
+
+t.test('watch mode mirrors creates, edits, deletes, renames and attribute changes as they happen', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  mkdirSync(src)
+  populate(src)
+  const server = await startServer(t, mirror)
+  const client = startClient(t, src, server.port, ['--verbose'])
+  await waitForMirror(src, mirror)
+
+  writeFileSync(join(src, 'new.txt'), 'new file')
+  await waitForMirror(src, mirror)
+  appendFileSync(join(src, 'hello.txt'), 'more\n')
+  await waitForMirror(src, mirror)
+  mkdirSync(join(src, 'made/inside/dirs'), { recursive: true })
+  writeFileSync(join(src, 'made/inside/dirs/f'), 'created with its parents')
+  await waitForMirror(src, mirror)
+  renameSync(join(src, 'new.txt'), join(src, 'sub/moved.txt'))
+  await waitForMirror(src, mirror)
+  chmodSync(join(src, 'sub/moved.txt'), 0o751)
+  utimesSync(join(src, 'empty'), new Date(1_000_000), new Date(2_000_000))
+  await waitForMirror(src, mirror)
+  rmSync(join(src, 'sub'), { recursive: true })
+  rmSync(join(src, 'link'))
+  await waitForMirror(src, mirror)
+  // a file becomes a directory, and a directory a file
+  rmSync(join(src, 'hello.txt'))
+  mkdirSync(join(src, 'hello.txt'))
+  rmSync(join(src, 'empty-dir'), { recursive: true })
+  writeFileSync(join(src, 'empty-dir'), 'now a file')
+  await waitForMirror(src, mirror)
+  t.notMatch(client.output(), /internal error/)
+})
+
+t.test('a renamed tree of 300 files costs one rename and no data', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  mkdirSync(join(src, 'tree/a/b'), { recursive: true })
+  for (let i = 0; i < 300; i++) writeFileSync(join(src, `tree/${i % 3 === 0 ? 'a/' : i % 3 === 1 ? 'a/b/' : ''}f${i}`), `file ${i}\n`.repeat(50))
+  const server = await startServer(t, mirror)
+  const client = startClient(t, src, server.port, ['--verbose'])
+  await waitForMirror(src, mirror)
+  const before = client.output().length
+  renameSync(join(src, 'tree'), join(src, 'renamed'))
+  await waitForMirror(src, mirror)
+  // the mirror can be complete before the client's log line has come through the pipe
+  await client.waitForOutput(/rename renamed/)
+  const after = client.output().slice(before)
+  t.match(after, /rename renamed/, 'the server was told to rename')
+  t.notMatch(after, /upload /, 'nothing was uploaded')
+})
+
+t.test('a restarted client uploads what changed while it was down', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  mkdirSync(src)
+  populate(src)
+  const server = await startServer(t, mirror)
+  const first = startClient(t, src, server.port)
+  await waitForMirror(src, mirror)
+  first.kill('SIGTERM')
+  t.equal(await first.exited, 0, 'stops cleanly on SIGTERM')
+  writeFileSync(join(src, 'while-down'), 'written while the client was down')
+  rmSync(join(src, 'sub/deep'), { recursive: true })
+  renameSync(join(src, 'private'), join(src, 'private-renamed'))
+  appendFileSync(join(src, 'hello.txt'), 'and an edit')
+  const second = startClient(t, src, server.port)
+  await waitForMirror(src, mirror)
+  t.notMatch(second.output(), /another client/)
+})
+
+t.test('sockets and FIFOs are skipped with one warning each', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  mkdirSync(src)
+  writeFileSync(join(src, 'regular'), 'x')
+  execFileSync('mkfifo', [join(src, 'fifo')])
+  const server = await startServer(t, join(dir, 'mirror'))
+  const r = await syncOnce(t, src, server.port)
+  t.equal(r.code, 0, r.output)
+  t.equal(r.output.match(/fifo/g)?.length, 1, 'one warning')
+  rmSync(join(src, 'fifo'))
+  t.equal(mirrorDifference(src, join(dir, 'mirror')), null)
+})

@@ -1,0 +1,162 @@
+import fs from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import {
+  nativeAvailable,
+  nativeLoadError,
+  setMtimeNs,
+  setMtimeNsFd,
+  splitNs,
+  syncFileSystem,
+  toLibuvTime,
+} from '../src/fs/native.js'
+
+type NativeModule = typeof import('../src/fs/native.js')
+
+const mtimeNs = (p: string): bigint => fs.lstatSync(p, { bigint: true }).mtimeNs
+const atimeNs = (p: string): bigint => fs.lstatSync(p, { bigint: true }).atimeNs
+const abs = (n: bigint): bigint => (n < 0n ? -n : n)
+
+const EXACT = 1723456789123456789n
+const OLD_NS = 1_000_000_000_000_000_000n // 2001-09-09, the value targets start from
+
+// CI builds the addon at `npm install`; a missing addon must fail here, not pass silently.
+t.ok(nativeAvailable, `the addon loads (${nativeLoadError?.message ?? 'ok'})`)
+const skip = nativeAvailable ? false : 'addon not built'
+
+t.test('splitNs floors towards minus infinity', async (t) => {
+  t.same(splitNs(0n), { sec: 0n, nsec: 0 })
+  t.same(splitNs(EXACT), { sec: 1723456789n, nsec: 123456789 })
+  t.same(splitNs(-1n), { sec: -1n, nsec: 999_999_999 })
+  t.same(splitNs(-1_000_000_000n), { sec: -1n, nsec: 0 })
+  t.same(splitNs(-1_000_000_001n), { sec: -2n, nsec: 999_999_999 })
+})
+
+t.test('toLibuvTime aims half a microsecond past the nearest microsecond', async (t) => {
+  t.equal(toLibuvTime(EXACT), '1723456789.123457500')
+  t.equal(toLibuvTime(1723456789123456000n), '1723456789.123456500')
+  t.equal(toLibuvTime(0n), '0.000000500')
+  t.equal(toLibuvTime(-1n), '0.000000500')
+  t.equal(toLibuvTime(-1000n), '-0.000001500')
+  t.equal(toLibuvTime(-10_250_000_000n), '-10.250000500')
+})
+
+t.test('sets a file mtime to the exact nanosecond and leaves atime alone', { skip }, async (t) => {
+  const p = join(t.testdir({ f: 'x' }), 'f')
+  const atime = atimeNs(p)
+  setMtimeNs(p, EXACT, { noFollow: false })
+  t.equal(mtimeNs(p), EXACT)
+  t.equal(atimeNs(p), atime)
+})
+
+t.test('sets mtimes before 1970 and after 2038', { skip }, async (t) => {
+  const p = join(t.testdir({ f: 'x' }), 'f')
+  for (const ns of [-1n, -1_000_000_000n, -123456789123456789n, 2n ** 33n * 1_000_000_000n + 7n]) {
+    setMtimeNs(p, ns, { noFollow: false })
+    t.equal(mtimeNs(p), ns, `mtime ${ns}`)
+  }
+})
+
+t.test('sets a symlink own mtime with noFollow, not its target', { skip }, async (t) => {
+  const dir = t.testdir({ target: 'x', link: t.fixture('symlink', 'target') })
+  const target = join(dir, 'target')
+  const link = join(dir, 'link')
+  setMtimeNs(target, OLD_NS, { noFollow: false })
+  setMtimeNs(link, EXACT, { noFollow: true })
+  t.equal(mtimeNs(link), EXACT)
+  t.equal(mtimeNs(target), OLD_NS)
+})
+
+t.test('follows a symlink without noFollow', { skip }, async (t) => {
+  const dir = t.testdir({ target: 'x', link: t.fixture('symlink', 'target') })
+  const before = mtimeNs(join(dir, 'link'))
+  setMtimeNs(join(dir, 'link'), EXACT, { noFollow: false })
+  t.equal(mtimeNs(join(dir, 'target')), EXACT)
+  t.equal(mtimeNs(join(dir, 'link')), before)
+})
+
+t.test('sets a dangling symlink mtime with noFollow', { skip }, async (t) => {
+  const link = join(t.testdir({ link: t.fixture('symlink', 'missing') }), 'link')
+  setMtimeNs(link, EXACT, { noFollow: true })
+  t.equal(mtimeNs(link), EXACT)
+})
+
+t.test('sets a directory mtime', { skip }, async (t) => {
+  const dir = t.testdir({ sub: {} })
+  setMtimeNs(join(dir, 'sub'), EXACT, { noFollow: true })
+  t.equal(mtimeNs(join(dir, 'sub')), EXACT)
+})
+
+t.test('sets an mtime through a file descriptor', { skip }, async (t) => {
+  const p = join(t.testdir({ f: 'x' }), 'f')
+  const fd = fs.openSync(p, 'r+')
+  t.teardown(() => fs.closeSync(fd))
+  setMtimeNsFd(fd, EXACT)
+  t.equal(mtimeNs(p), EXACT)
+  setMtimeNsFd(fd, -1n)
+  t.equal(mtimeNs(p), -1n)
+})
+
+t.test('reports errors with Node-style codes', async (t) => {
+  const missing = join(t.testdir({}), 'missing')
+  t.throws(() => setMtimeNs(missing, EXACT, { noFollow: true }), { code: 'ENOENT', path: missing })
+  t.throws(() => setMtimeNs(missing, EXACT, { noFollow: false }), { code: 'ENOENT' })
+  t.throws(() => setMtimeNsFd(2 ** 30, EXACT), { code: 'EBADF' })
+  if (nativeAvailable) {
+    t.throws(() => setMtimeNs(missing, EXACT, { noFollow: true }), {
+      code: 'ENOENT',
+      errno: -2,
+      syscall: 'utimensat',
+      message: `ENOENT: no such file or directory, utimensat '${missing}'`,
+    })
+  }
+})
+
+t.test('syncFileSystem flushes the file system of a directory fd', { skip }, async (t) => {
+  const fd = fs.openSync(t.testdir({ f: 'x' }), 'r')
+  t.teardown(() => fs.closeSync(fd))
+  await t.resolves(syncFileSystem(fd))
+  await t.rejects(syncFileSystem(2 ** 30), { code: 'EBADF', syscall: 'syncfs' })
+})
+
+t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
+  const fallback = await t.mockImport<NativeModule>('../src/fs/native.js', {
+    'node:module': {
+      createRequire: () => () => {
+        throw Object.assign(new Error('no addon'), { code: 'MODULE_NOT_FOUND' })
+      },
+    },
+  })
+  t.equal(fallback.nativeAvailable, false)
+  t.equal(fallback.nativeLoadError?.message, 'no addon')
+
+  const dir = t.testdir({ f: 'x', sub: {}, target: 'x', link: t.fixture('symlink', 'target') })
+  const within1us = (p: string, want: bigint, what: string) =>
+    t.ok(abs(mtimeNs(p) - want) <= 1000n, `${what}: ${mtimeNs(p)} ~ ${want}`)
+
+  for (const ns of [EXACT, 1723456789000000000n, 1723456789999999999n, -1n, -123456789123456789n]) {
+    const f = join(dir, 'f')
+    const atime = atimeNs(f)
+    fallback.setMtimeNs(f, ns, { noFollow: false })
+    within1us(f, ns, `file ${ns}`)
+    t.ok(abs(atimeNs(f) - atime) <= 1000n, 'atime kept to the microsecond')
+  }
+
+  fallback.setMtimeNs(join(dir, 'target'), OLD_NS, { noFollow: false })
+  fallback.setMtimeNs(join(dir, 'link'), EXACT, { noFollow: true })
+  within1us(join(dir, 'link'), EXACT, 'symlink')
+  t.equal(mtimeNs(join(dir, 'target')), OLD_NS, 'symlink target untouched')
+
+  fallback.setMtimeNs(join(dir, 'sub'), EXACT, { noFollow: true })
+  within1us(join(dir, 'sub'), EXACT, 'directory')
+
+  const fd = fs.openSync(join(dir, 'f'), 'r+')
+  t.teardown(() => fs.closeSync(fd))
+  fallback.setMtimeNsFd(fd, -1_500_000_001n)
+  within1us(join(dir, 'f'), -1_500_000_001n, 'fd')
+
+  t.throws(() => fallback.setMtimeNs(join(dir, 'missing'), EXACT, { noFollow: true }), {
+    code: 'ENOENT',
+  })
+  await t.rejects(fallback.syncFileSystem(fd), { code: 'ENOSYS', syscall: 'syncfs' })
+})
