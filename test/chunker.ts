@@ -40,14 +40,14 @@ const REF_GEAR = Array.from({ length: 256 }, (_, i) =>
 
 function refCut(buf: Uint8Array, s: number, n: number): number {
   const r = n - s
-  if (r <= 32_768) return r
+  if (r <= 16_384) return r
   let h = 0
-  for (let i = 32_768; i < Math.min(r, 262_144); i++) {
+  for (let i = 16_384; i < Math.min(r, 131_072); i++) {
     h = (h * 2 + REF_GEAR[buf[s + i]!]!) % 2 ** 32
-    const mask = i < 49_152 ? 0x7fff8000 : 0x7ffe0000
+    const mask = i < 24_576 ? 0x7fff0000 : 0x7ffc0000
     if ((h & mask) === 0) return i + 1
   }
-  return Math.min(r, 262_144)
+  return Math.min(r, 131_072)
 }
 
 function refLengths(buf: Uint8Array): number[] {
@@ -82,11 +82,11 @@ function streamLengths(buf: Buffer, nextBlock: () => number): number[] {
 const random16 = counterBytes(16 << 20)
 
 t.test('the parameters are those of PROTOCOL.md 5.4', async (t) => {
-  t.equal(CDC_MIN_BYTES, 32_768)
-  t.equal(CDC_NORMAL_BYTES, 49_152)
-  t.equal(CDC_MAX_BYTES, 262_144)
-  t.equal(MASK_S, 0x7fff8000)
-  t.equal(MASK_L, 0x7ffe0000)
+  t.equal(CDC_MIN_BYTES, 16_384)
+  t.equal(CDC_NORMAL_BYTES, 24_576)
+  t.equal(CDC_MAX_BYTES, 131_072)
+  t.equal(MASK_S, 0x7fff0000)
+  t.equal(MASK_L, 0x7ffc0000)
   t.same(Array.from(GEAR, (g) => g >>> 0), REF_GEAR)
   t.equal(GEAR[0]! >>> 0, 0xa1b46e5d, 'GEAR[0], as spec/README-chunker.md quotes it')
 })
@@ -158,8 +158,8 @@ t.test('every chunk but the last is between MIN_SIZE and MAX_SIZE bytes', async 
   t.ok(lengths.every((n) => n >= CDC_MIN_BYTES && n <= CDC_MAX_BYTES))
   t.ok(last >= 1 && last <= CDC_MAX_BYTES)
   const avg = random16.length / (lengths.length + 1)
-  // PROTOCOL.md 5.4: "about 59 KiB".
-  t.ok(avg > 55 * 1024 && avg < 63 * 1024, `average chunk ${(avg / 1024).toFixed(1)} KiB`)
+  // PROTOCOL.md 5.4: "about 29 KiB".
+  t.ok(avg > 27 * 1024 && avg < 32 * 1024, `average chunk ${(avg / 1024).toFixed(1)} KiB`)
 })
 
 t.test('all-zero input is cut at MAX_SIZE', async (t) => {

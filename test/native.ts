@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import {
+  copyFileRange,
   nativeAvailable,
   nativeLoadError,
   setMtimeNs,
@@ -119,6 +120,24 @@ t.test('syncFileSystem flushes the file system of a directory fd', { skip }, asy
   await t.rejects(syncFileSystem(2 ** 30), { code: 'EBADF', syscall: 'syncfs' })
 })
 
+t.test('copyFileRange copies a range between files inside the kernel', async (t) => {
+  const dir = t.testdir()
+  const data = Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => (i * 31) & 0xff))
+  fs.writeFileSync(join(dir, 'src'), data)
+  const src = fs.openSync(join(dir, 'src'), 'r')
+  const dst = fs.openSync(join(dir, 'dst'), 'w+')
+  t.teardown(() => {
+    fs.closeSync(src)
+    fs.closeSync(dst)
+  })
+  t.equal(await copyFileRange(src, 1000, dst, 7, 2 << 20), 2 << 20)
+  const out = fs.readFileSync(join(dir, 'dst'))
+  t.equal(out.length, 7 + (2 << 20))
+  t.ok(out.subarray(7).equals(data.subarray(1000, 1000 + (2 << 20))), 'the bytes of the range, at the offset asked')
+  t.equal(await copyFileRange(src, data.length - 10, dst, 0, 100), 10, 'a short count where the source ends')
+  await t.rejects(copyFileRange(999_999, 0, dst, 0, 1), { code: 'EBADF' })
+})
+
 t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
   const fallback = await t.mockImport<NativeModule>('../src/fs/native.js', {
     'node:module': {
@@ -159,4 +178,16 @@ t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
     code: 'ENOENT',
   })
   await t.rejects(fallback.syncFileSystem(fd), { code: 'ENOSYS', syscall: 'syncfs' })
+
+  // copyFileRange without the addon reads and writes, with the same result
+  fs.writeFileSync(join(dir, 'data'), Buffer.alloc(3 << 20, 9))
+  const src = fs.openSync(join(dir, 'data'), 'r')
+  const dst = fs.openSync(join(dir, 'copy'), 'w+')
+  t.teardown(() => {
+    fs.closeSync(src)
+    fs.closeSync(dst)
+  })
+  t.equal(await fallback.copyFileRange(src, 5, dst, 3, (2 << 20) + 1), (2 << 20) + 1)
+  t.ok(fs.readFileSync(join(dir, 'copy')).subarray(3).equals(Buffer.alloc((2 << 20) + 1, 9)))
+  t.equal(await fallback.copyFileRange(src, (3 << 20) - 4, dst, 0, 100), 4)
 })

@@ -79,6 +79,17 @@ export function readFileArg(file: string, what: string): Buffer {
   }
 }
 
+/** A positive whole number given in a flag. */
+export function parseCount(text: unknown, flag: string): number | undefined {
+  if (text === undefined) return undefined
+  if (!/^[1-9]\d{0,12}$/.test(String(text))) throw new FatalError(`${flag} must be a positive whole number, not ${JSON.stringify(String(text))}`, EXIT.USAGE)
+  return Number(text)
+}
+
+export function mib(n: number | undefined): number | undefined {
+  return n === undefined ? undefined : n * 1024 * 1024
+}
+
 export function loggerFrom(args: Parsed, write?: (line: string) => void): Logger {
   const level: Level = args['quiet'] ? 'warn' : args['verbose'] ? 'debug' : 'info'
   return createLogger({ level, json: Boolean(args['json']), write })

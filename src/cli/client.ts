@@ -1,9 +1,9 @@
 // `sfmc <dir> <host>:<port>`: the command line of the client. main() returns the exit code.
 import { SfmClient } from '../client/client.js'
-import { formatBytes } from '../client/stats.js'
+import { formatBytes, type SyncStats } from '../client/stats.js'
 import { EXIT, FatalError } from '../fatal.js'
 import { VERSION } from '../version.js'
-import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, parseArgs, parseHostPort, readFileArg, readToken } from './args.js'
+import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, mib, parseArgs, parseCount, parseHostPort, readFileArg, readToken } from './args.js'
 
 export const CLIENT_HELP = `Usage: sfmc <dir> <host>:<port> [options]
 
@@ -17,11 +17,16 @@ Options:
   --tls                    connect with TLS (verified against the system's CAs)
   --tls-ca FILE            trust this CA certificate (PEM) for the server
   --tls-fingerprint HEX    accept only the server certificate with this SHA-256
+  --cache-entries N        remember at most N ids of content the server has
+                           (skips asking for them again; default 1048576)
+  --cache-mb N             ...and use at most N MiB for that (default 64)
   -q, --quiet              only warnings and errors
   -v, --verbose            one line per change the server applied
       --json               log lines as JSON objects
   -h, --help               this text
   -V, --version            the version
+
+Send SIGUSR1 to print the statistics so far (files, bytes, bytes on the wire, saved by dedup).
 
 Exit codes: 0 done, 1 sync failed or the folder vanished, 2 bad command line,
 3 unusable folder or file, 4 refused by the server (token, TLS, version).
@@ -33,6 +38,8 @@ export interface Io {
   env: NodeJS.ProcessEnv
   /** Registers a stop handler (SIGINT/SIGTERM in the real program). */
   onStop?: (stop: () => void) => void
+  /** Registers a "print the statistics now" handler (SIGUSR1 in the real program). */
+  onStats?: (report: () => void) => void
 }
 
 export const processIo = (): Io => ({
@@ -43,13 +50,24 @@ export const processIo = (): Io => ({
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   },
+  onStats: (report) => process.on('SIGUSR1', report),
 })
+
+type Snapshot = ReturnType<SyncStats['snapshot']>
+
+function summaryLine(t: Snapshot, json: boolean): string {
+  if (json) return JSON.stringify({ summary: t }) + '\n'
+  return (
+    `synced ${t.files} file(s) (${formatBytes(t.bytes)}), ${t.changes} other change(s); ` +
+    `sent ${formatBytes(t.wireBytesSent)} on the wire, saved ${formatBytes(t.bytesSaved)} by dedup, in ${t.seconds.toFixed(1)} s\n`
+  )
+}
 
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   try {
     const args = parseArgs(argv, {
       boolean: ['once', 'tls', ...OUTPUT_FLAGS],
-      string: ['token-file', 'tls-ca', 'tls-fingerprint'],
+      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb'],
       alias: OUTPUT_ALIASES,
     })
     if (args['help']) return io.stdout(CLIENT_HELP), EXIT.OK
@@ -72,22 +90,18 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
             fingerprint: args['tls-fingerprint'] as string | undefined,
           }
         : undefined,
+      cache: {
+        entries: parseCount(args['cache-entries'], '--cache-entries'),
+        bytes: mib(parseCount(args['cache-mb'], '--cache-mb')),
+      },
       log,
       onApplied: args['verbose'] ? (what, path) => log.info(`${what} ${path}`) : undefined,
       onReconciled: (s) => {
-        if (args['quiet']) return
-        if (args['json']) {
-          io.stdout(JSON.stringify({ summary: s.snapshot() }) + '\n')
-          return
-        }
-        const t = s.snapshot()
-        io.stdout(
-          `synced ${t.files} file(s) (${formatBytes(t.bytes)}), ${t.changes} other change(s); ` +
-            `sent ${formatBytes(t.wireBytesSent)} on the wire, saved ${formatBytes(t.bytesSaved)} by dedup, in ${t.seconds.toFixed(1)} s\n`,
-        )
+        if (!args['quiet']) io.stdout(summaryLine(s.snapshot(), Boolean(args['json'])))
       },
     })
     io.onStop?.(() => client.stop())
+    io.onStats?.(() => io.stdout(summaryLine(client.snapshot(), Boolean(args['json']))))
     return await client.run()
   } catch (err) {
     if (err instanceof FatalError) {

@@ -2,7 +2,7 @@
 import { EXIT, FatalError } from '../fatal.js'
 import { SfmServer } from '../server/server.js'
 import { VERSION } from '../version.js'
-import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, parseArgs, parsePort, readFileArg, readToken } from './args.js'
+import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, mib, parseArgs, parseCount, parsePort, readFileArg, readToken } from './args.js'
 import { processIo, type Io } from './client.js'
 
 export const SERVER_HELP = `Usage: sfmd <dir> [options]
@@ -23,6 +23,9 @@ Options:
   --insecure               accept clients from other machines without a token
   --tls-cert FILE          serve TLS with this certificate (PEM) ...
   --tls-key FILE           ... and this private key (PEM)
+  --index-entries N        keep at most N content ids in memory for dedup
+                           (least recently used go first; default 4194304)
+  --index-mb N             ...and use at most N MiB for them (default 256)
   -q, --quiet              only warnings and errors
   -v, --verbose            debug output
       --json               log lines as JSON objects
@@ -37,7 +40,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   try {
     const args = parseArgs(argv, {
       boolean: ['fsync', 'adopt', 'insecure', ...OUTPUT_FLAGS],
-      string: ['port', 'host', 'token-file', 'tls-cert', 'tls-key'],
+      string: ['port', 'host', 'token-file', 'tls-cert', 'tls-key', 'index-entries', 'index-mb'],
       alias: OUTPUT_ALIASES,
     })
     if (args['help']) return io.stdout(SERVER_HELP), EXIT.OK
@@ -59,6 +62,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       token: readToken(args['token-file'] as string | undefined, io.env),
       insecure: Boolean(args['insecure']),
       tls: certFile && keyFile ? { cert: readFileArg(certFile, 'certificate'), key: readFileArg(keyFile, 'key') } : undefined,
+      index: { entries: parseCount(args['index-entries'], '--index-entries'), bytes: mib(parseCount(args['index-mb'], '--index-mb')) },
       log,
     })
     const a = server.address()

@@ -1,7 +1,7 @@
 // sfmc as an object: one folder mirrored to one server. Watches the folder (unless --once), connects,
 // and on every connection reconciles and then streams changes; reconnects with backoff when the
 // connection is lost, and stops with an error when the folder disappears.
-import { readFile, realpath, rm, writeFile } from 'node:fs/promises'
+import { realpath } from 'node:fs/promises'
 import { hostname, tmpdir, userInfo } from 'node:os'
 import { join, resolve } from 'node:path'
 import { EXIT, FatalError } from '../fatal.js'
@@ -9,8 +9,9 @@ import { hash128 } from '../hash.js'
 import type { Logger } from '../log.js'
 import { MAX_CLIENT_NAME_BYTES } from '../protocol/constants.js'
 import { VERSION } from '../version.js'
+import { LockHeld, PidLock } from '../util/pid-lock.js'
 import { Connection, ConnectionError, type TlsOptions } from './connection.js'
-import { KnownContent } from './known.js'
+import { KnownContent, type CacheLimits } from './known.js'
 import { SyncStats } from './stats.js'
 import { RootChangedError, Syncer } from './syncer.js'
 import { watchFolder, type FolderWatch, type WatchError } from './watch.js'
@@ -22,7 +23,8 @@ export interface ClientOptions {
   once: boolean
   token: Buffer | null
   tls?: TlsOptions
-  knownEntries?: number
+  /** Bounds of the LRU of ids the server is known to have. */
+  cache?: CacheLimits
   /** With --once: stop trying to connect after this long without a connection. */
   giveUpAfterMs?: number
   log: Logger
@@ -41,7 +43,8 @@ export class SfmClient {
   private watch: FolderWatch | null = null
   private fatal: Error | null = null
   private wakeRetry: (() => void) | null = null
-  private lockPath = ''
+  private lockFile: PidLock | null = null
+  private counted = { sent: 0, received: 0 }
 
   constructor(private readonly opts: ClientOptions) {}
 
@@ -58,7 +61,17 @@ export class SfmClient {
     const id = hash128(Buffer.from(`${hostname()}\0${real}\0${process.getuid?.() ?? 0}`))
     await this.lock(id)
     try {
-      const syncer = new Syncer({ root: real, log: o.log, known: new KnownContent(o.knownEntries), stats: this.stats, onApplied: o.onApplied })
+      const syncer = new Syncer({
+        root: real,
+        log: o.log,
+        known: new KnownContent(o.cache),
+        stats: this.stats,
+        onApplied: o.onApplied,
+        onReconciled: () => {
+          if (this.conn) this.collect(this.conn, false)
+          o.onReconciled?.(this.stats)
+        },
+      })
       await syncer.pinRoot().catch(() => {
         throw new FatalError(`the folder ${root} is not a readable directory`, EXIT.ENVIRONMENT)
       })
@@ -67,7 +80,7 @@ export class SfmClient {
       return await this.loop(syncer, { clientId: id, clientName: name, token: o.token })
     } finally {
       await this.watch?.close()
-      await rm(this.lockPath, { force: true })
+      await this.lockFile?.release()
     }
   }
 
@@ -106,7 +119,6 @@ export class SfmClient {
         await syncer.run(conn, o.once)
         conn.close()
         this.collect(conn)
-        o.onReconciled?.(this.stats)
         if (syncer.gaveUp.size > 0) {
           o.log.error(`${syncer.gaveUp.size} path(s) could not be synced`)
           return EXIT.FAILURE
@@ -132,10 +144,20 @@ export class SfmClient {
     return EXIT.OK
   }
 
-  private collect(conn: Connection): void {
-    this.stats.wireBytesSent += conn.wireBytesSent
-    this.stats.wireBytesReceived += conn.wireBytesReceived
-    this.conn = null
+  /** Adds the connection's wire bytes to the statistics (once per connection, at its end). */
+  private collect(conn: Connection, final = true): void {
+    const sent = conn.wireBytesSent - this.counted.sent
+    const received = conn.wireBytesReceived - this.counted.received
+    this.stats.wireBytesSent += sent
+    this.stats.wireBytesReceived += received
+    this.counted = final ? { sent: 0, received: 0 } : { sent: conn.wireBytesSent, received: conn.wireBytesReceived }
+    if (final) this.conn = null
+  }
+
+  /** The statistics now, with the current connection's bytes so far. */
+  snapshot() {
+    if (this.conn) this.collect(this.conn, false)
+    return this.stats.snapshot()
   }
 
   private async startWatch(root: string, syncer: Syncer): Promise<FolderWatch> {
@@ -167,30 +189,14 @@ export class SfmClient {
 
   /** One sfmc per folder: a second would fight the first for the mirror. */
   private async lock(id: Buffer): Promise<void> {
-    this.lockPath = join(tmpdir(), `sfmc-${id.toString('hex').slice(0, 16)}.lock`)
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await writeFile(this.lockPath, `${process.pid}\n`, { flag: 'wx' })
-        return
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-        const pid = Number((await readFile(this.lockPath, 'utf8').catch(() => '')).trim())
-        if (pid > 0 && pid !== process.pid && isAlive(pid)) {
-          this.lockPath = ''
-          throw new FatalError(`another sfmc (pid ${pid}) is already mirroring this folder`, EXIT.ENVIRONMENT)
-        }
-        await rm(this.lockPath, { force: true })
-      }
+    const lock = new PidLock(join(tmpdir(), `sfmc-${id.toString('hex').slice(0, 16)}.lock`))
+    try {
+      await lock.acquire()
+    } catch (err) {
+      if (!(err instanceof LockHeld)) throw err
+      throw new FatalError(`another sfmc (pid ${err.pid}) is already mirroring this folder`, EXIT.ENVIRONMENT)
     }
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+    this.lockFile = lock
   }
 }
 

@@ -1,17 +1,32 @@
-// Content the server is known to have, so the client can skip HAVE? for it: a bounded LRU of ids,
-// valid for one mirror id only [M-WELCOME-2]. A stale entry costs one failed REF and a resend, never
-// a wrong file: the server verifies every REF.
+// Content the server is known to have, so the client can skip HAVE? for it: an LRU of ids bounded by
+// entries and by bytes, valid for one mirror id only [M-WELCOME-2]. A stale entry costs one failed REF
+// and a resend, never a wrong file: the server verifies every REF.
 import { LRUCache } from 'lru-cache'
 import { hashKey } from '../hash.js'
 
-export const DEFAULT_KNOWN_ENTRIES = 1 << 20 // about 65 MB at most; covers ~56 GiB of 59 KiB chunks
+/** What one remembered id costs in memory: a 16-character key, the map entry and the LRU's links. */
+export const KNOWN_ENTRY_BYTES = 100
+export const DEFAULT_KNOWN_ENTRIES = 1 << 20 // about 29 GiB of 29 KiB chunks
+export const DEFAULT_KNOWN_BYTES = 64 << 20
+
+export interface CacheLimits {
+  entries?: number
+  bytes?: number
+}
 
 export class KnownContent {
   private readonly cache: LRUCache<string, true>
   private mirrorId: string | null = null
 
-  constructor(maxEntries = DEFAULT_KNOWN_ENTRIES) {
-    this.cache = new LRUCache({ max: Math.max(1, maxEntries) })
+  constructor(limits: CacheLimits = {}) {
+    // Both bounds as one size bound: lru-cache's `max` would allocate its arrays for `max` entries up
+    // front (a million entries is tens of MB before anything is cached).
+    const entries = Math.max(1, limits.entries ?? DEFAULT_KNOWN_ENTRIES)
+    const bytes = Math.max(KNOWN_ENTRY_BYTES, limits.bytes ?? DEFAULT_KNOWN_BYTES)
+    this.cache = new LRUCache({
+      maxSize: Math.min(bytes, entries * KNOWN_ENTRY_BYTES),
+      sizeCalculation: () => KNOWN_ENTRY_BYTES,
+    })
   }
 
   /** Keeps what is known only if the server is the same mirror as before. */

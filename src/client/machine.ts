@@ -64,8 +64,11 @@ export class ClientMachine {
   }
 
   private onWelcome(w: Welcome): ClientAction[] {
-    if (w.version !== PROTOCOL_VERSION || w.algo !== HASH_ALGO.XXH3_128) {
-      return this.fail('SFM_ERR_VERSION', `server chose version ${w.version}, algorithm ${w.algo}, which this client did not offer`)
+    if (w.version !== PROTOCOL_VERSION) {
+      return this.fail('SFM_ERR_VERSION', `server chose protocol version ${w.version}, which this client did not offer`)
+    }
+    if (w.algo !== HASH_ALGO.XXH3_128) {
+      return this.fail('SFM_ERR_HASH_ALGO', `server chose hash algorithm ${w.algo}, which this client did not offer`)
     }
     this.welcome = w
     if (w.authRequired) {

@@ -8,6 +8,7 @@
 // Pure: no disk, no network.
 import type { LocalEntry } from './scan.js'
 import { isBelowAny, type RemoteEntry } from './remote.js'
+import { appliedMode } from '../protocol/modes.js'
 import { isSameOrBelow, parentOf } from '../protocol/paths.js'
 
 export type Op =
@@ -84,7 +85,7 @@ export function plan(input: PlanInput): Op[] {
         if (!sameKind || r.kind !== 'file' || r.size !== l.size || r.mtimeNs !== l.mtimeNs) {
           content.push({ kind: 'upload', path, local: l })
           touch(touchedDirs, path)
-        } else if (r.mode !== l.mode) {
+        } else if (r.mode !== appliedMode('file', l.mode)) {
           content.push({ kind: 'setattr', path, mode: l.mode, mtimeNs: l.mtimeNs })
         }
         break
@@ -111,7 +112,7 @@ export function plan(input: PlanInput): Op[] {
   const attrs: Op[] = []
   for (const [path, l] of dirs) {
     const r = remoteAfterRenames(path)
-    const stale = !r || r.kind !== 'dir' || r.mode !== l.mode || r.mtimeNs !== l.mtimeNs
+    const stale = !r || r.kind !== 'dir' || r.mode !== appliedMode('dir', l.mode) || r.mtimeNs !== l.mtimeNs
     if (stale || touchedDirs.has(path)) attrs.push({ kind: 'dirattr', path, mode: l.mode, mtimeNs: l.mtimeNs })
   }
   // deepest first: not needed for correctness (a child's attributes do not move its parent's mtime),

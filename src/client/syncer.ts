@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { hashKey } from '../hash.js'
 import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
+import { appliedMode } from '../protocol/modes.js'
 import { isSameOrBelow, parentOf } from '../protocol/paths.js'
 import type { Connection, Outcome } from './connection.js'
 import type { KnownContent } from './known.js'
@@ -29,6 +30,8 @@ export interface SyncerOptions {
   stats: SyncStats
   /** Called for every change the server confirmed (for --verbose and the demo). */
   onApplied?: (what: string, path: string) => void
+  /** Called when a reconcile of the whole tree is finished and confirmed. */
+  onReconciled?: () => void
 }
 
 interface Prepared {
@@ -95,8 +98,13 @@ export class Syncer {
       throw err
     })
     closed.catch(() => {})
+    let reconciled = false
     for (;;) {
       await Promise.race([this.drain(), closed])
+      if (!reconciled) {
+        reconciled = true
+        this.opts.onReconciled?.()
+      }
       if (once && !this.full && this.dirty.size === 0) return
       if (once) continue
       await Promise.race([new Promise<void>((resolve) => (this.wake = resolve)), closed])
@@ -277,7 +285,6 @@ export class Syncer {
     // Same bytes as the mirror's: only the attributes differ (a touch, a chmod).
     if (remote?.kind === 'file' && remote.contentId.equals(file.contentId)) {
       this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
-      this.remote.set({ ...remote, mtimeNs: id.mtimeNs, mode: local.mode })
       return
     }
     // The same bytes under a name this pass deletes: a move the watcher did not pair (or a restart).
@@ -288,8 +295,9 @@ export class Syncer {
         cancelled.add(movedFrom)
         deleting.delete(hashKey(file.contentId))
         this.sendChange({ kind: 'rename', from: movedFrom, to: path })
-        if (old.mtimeNs !== id.mtimeNs || old.mode !== local.mode) this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
-        this.remote.set({ ...old, path, mtimeNs: id.mtimeNs, mode: local.mode })
+        if (old.mtimeNs !== id.mtimeNs || old.mode !== appliedMode('file', local.mode)) {
+          this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
+        }
         return
       }
     }
@@ -334,7 +342,7 @@ export class Syncer {
       release(false)
       throw err
     }
-    this.remote.set({ kind: 'file', path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
+    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
     this.track(
       reply.then((o) => {
         conn.closeUpload()
@@ -361,7 +369,7 @@ export class Syncer {
     switch (op.kind) {
       case 'mkdir':
         make = (id) => ({ type: 'mkdir', requestId: id, path: op.path, mode: op.mode, mtimeNs: op.mtimeNs })
-        this.remote.set({ kind: 'dir', path: op.path, mode: op.mode, mtimeNs: op.mtimeNs })
+        this.remote.set({ kind: 'dir', path: op.path, mode: appliedMode('dir', op.mode), mtimeNs: op.mtimeNs })
         break
       case 'symlink':
         make = (id) => ({ type: 'symlink', requestId: id, path: op.path, target: op.target, mtimeNs: op.mtimeNs })
@@ -371,7 +379,7 @@ export class Syncer {
       case 'dirattr': {
         make = (id) => ({ type: 'setattr', requestId: id, path: op.path, mode: op.mode, mtimeNs: op.mtimeNs })
         const r = this.remote.get(op.path)
-        if (r && r.kind !== 'unknown') this.remote.set({ ...r, mode: r.kind === 'symlink' ? 0 : op.mode, mtimeNs: op.mtimeNs })
+        if (r && r.kind !== 'unknown') this.remote.set({ ...r, mode: appliedMode(r.kind, op.mode), mtimeNs: op.mtimeNs })
         what = 'attributes'
         break
       }

@@ -7,6 +7,7 @@ interface Binding {
   utimesNs(path: string, sec: bigint, nsec: number, noFollow: boolean): void
   futimesNs(fd: number, sec: bigint, nsec: number): void
   syncfs(fd: number): Promise<void>
+  copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
 }
 
 const NS_PER_SEC = 1_000_000_000n
@@ -89,6 +90,29 @@ export const syncFileSystem = (fd: number): Promise<void> => {
     syscall: 'syncfs',
   })
   return Promise.reject(err)
+}
+
+/**
+ * Copies `length` bytes from one open file to another inside the kernel (copy_file_range(2)): the
+ * bytes never pass through this process, and file systems that can share extents (XFS, Btrfs) clone
+ * instead of copying. Resolves with the bytes copied (fewer if the source ended). Without the addon
+ * it reads and writes in 1 MiB pieces.
+ */
+export const copyFileRange = async (fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number> => {
+  if (binding !== undefined) return binding.copyFileRange(fdIn, offIn, fdOut, offOut, length)
+  const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20))
+  let copied = 0
+  while (copied < length) {
+    const n = await new Promise<number>((resolve, reject) =>
+      fs.read(fdIn, buf, 0, Math.min(buf.length, length - copied), offIn + copied, (err, bytes) => (err ? reject(err) : resolve(bytes))),
+    )
+    if (n === 0) break
+    await new Promise<void>((resolve, reject) =>
+      fs.write(fdOut, buf, 0, n, offOut + copied, (err) => (err ? reject(err) : resolve())),
+    )
+    copied += n
+  }
+  return copied
 }
 
 /**

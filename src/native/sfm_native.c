@@ -305,11 +305,105 @@ static napi_value syncfs_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* copy_file_range runs on the libuv thread pool: the kernel copies (or, on file systems that can,
+ * shares) the bytes without them passing through this process. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int fd_in, fd_out;
+  int64_t off_in, off_out, length, copied;
+  int err;
+} CopyJob;
+
+static void copy_execute(napi_env env, void *data) {
+  (void)env;
+  CopyJob *job = data;
+#ifdef __linux__
+  loff_t in = job->off_in, out = job->off_out;
+  while (job->copied < job->length) {
+    size_t want = (size_t)(job->length - job->copied);
+    if (want > ((size_t)1 << 30)) want = (size_t)1 << 30;
+    ssize_t n = copy_file_range(job->fd_in, &in, job->fd_out, &out, want, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      job->err = errno;
+      return;
+    }
+    if (n == 0) return; /* end of the source: the caller sees a short count */
+    job->copied += n;
+  }
+#else
+  job->err = ENOSYS;
+#endif
+}
+
+static void copy_complete(napi_env env, napi_status status, void *data) {
+  CopyJob *job = data;
+  napi_value result = NULL;
+  if (status == napi_ok && job->err == 0) {
+    napi_create_double(env, (double)job->copied, &result);
+    napi_resolve_deferred(env, job->deferred, result);
+  } else {
+    result = make_errno_error(env, status != napi_ok ? EINTR : job->err, "copy_file_range", NULL);
+    if (result == NULL) napi_get_and_clear_last_exception(env, &result);
+    napi_reject_deferred(env, job->deferred, result);
+  }
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static int get_offset(napi_env env, napi_value value, int64_t *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || d < 0 || d > 9007199254740991.0 || d != (double)(int64_t)d) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offsets and lengths must be integers from 0 to 2^53 - 1");
+    return 0;
+  }
+  *out = (int64_t)d;
+  return 1;
+}
+
+/* copyFileRange(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes copied>. Both fds stay
+ * open until the promise settles. Fewer bytes than asked means the source ended. */
+static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "copyFileRange(fdIn, offIn, fdOut, offOut, length)");
+    return NULL;
+  }
+  CopyJob *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    throw_errno(env, ENOMEM, "copy_file_range", NULL);
+    return NULL;
+  }
+  if (!get_fd(env, argv[0], &job->fd_in) || !get_offset(env, argv[1], &job->off_in) ||
+      !get_fd(env, argv[2], &job->fd_out) || !get_offset(env, argv[3], &job->off_out) ||
+      !get_offset(env, argv[4], &job->length)) {
+    free(job);
+    return NULL;
+  }
+  napi_value promise, name;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "sfm:copy_file_range", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, job, &job->work) != napi_ok) {
+    free(job);
+    return NULL;
+  }
+  if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_async_work(env, job->work);
+    free(job);
+    return NULL;
+  }
+  return promise;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"utimesNs", NULL, utimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futimesNs", NULL, futimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfs", NULL, syncfs_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copyFileRange", NULL, copy_file_range_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -104,14 +104,15 @@ export class ServerMachine {
     return this.claimed([{ kind: 'send', message: { type: 'authOk', mac: serverMac(this.policy.token!, binding) } }])
   }
 
-  private claimed(before: ServerAction[]): ServerAction[] {
+  /** Takes the mirror and sends `answer` (WELCOME or AUTH_OK); a busy mirror gets ERROR BUSY instead. */
+  private claimed(answer: ServerAction[]): ServerAction[] {
     const hello = this.hello!
     const holder = this.policy.claim(hello.clientId, hello.clientName)
     if (holder !== null) {
-      return [...before, ...this.fail('SFM_ERR_BUSY', `this mirror is in use by another client (${holder}); one client per mirror at a time`)]
+      return this.fail('SFM_ERR_BUSY', `this mirror is in use by another client (${holder}); one client per mirror at a time`)
     }
     this.state = 'ready'
-    return [...before, { kind: 'ready', clientId: hello.clientId, clientName: hello.clientName }]
+    return [...answer, { kind: 'ready', clientId: hello.clientId, clientName: hello.clientName }]
   }
 
   private onReady(msg: Message): ServerAction[] {

@@ -6,24 +6,26 @@ import { randomBytes } from 'node:crypto'
 import { constants as fsc, lstatSync } from 'node:fs'
 import { chmod, link, mkdir, open, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { digestFile } from '../digest.js'
+import { digestFile, sameIdentity } from '../digest.js'
 import { FatalError, EXIT } from '../fatal.js'
 import { scanTree, type LocalEntry } from '../client/scan.js'
 import { setMtimeNs } from '../fs/native.js'
 import type { Logger } from '../log.js'
 import type { ListEntry } from '../protocol/messages.js'
+import { appliedMode } from '../protocol/modes.js'
 import { isSameOrBelow } from '../protocol/paths.js'
 import { Catalog, newDir, type DirNode, type FileNode, type Manifest, type MirrorNode } from './store/catalog.js'
-import { ContentIndex } from './store/content-index.js'
+import { ContentIndex, type IndexLimits } from './store/content-index.js'
 import { Journal, type JournalRecord } from './store/journal.js'
+import { LockHeld, PidLock } from '../util/pid-lock.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
 
 export const SFM_DIR = '.sfm'
 const DEFAULT_TRASH_TTL_MS = 60_000
-const DIR_OWNER_BITS = 0o700 // the server keeps its own access to every directory (PROTOCOL.md 3.4)
 
 export interface MirrorOptions {
   root: string
+  index?: IndexLimits
   /** Accept a non-empty folder that sfm did not create, and reuse its content. */
   adopt?: boolean
   trashTtlMs?: number
@@ -55,7 +57,7 @@ export type Touched = Set<string>
 export class Mirror {
   readonly catalog = new Catalog()
   readonly trash = new Catalog(newDir('', 0o700, 0n))
-  readonly index = new ContentIndex()
+  readonly index: ContentIndex
   readonly sfmDir: string
   readonly tmpDir: string
   readonly trashDir: string
@@ -69,23 +71,25 @@ export class Mirror {
   private trashTimer: NodeJS.Timeout | null = null
   /** Whether the file system would take a name other than `.sfm` for `.sfm` (case folding, trailing dots). */
   private foldsNames = false
-  private lockPath: string
+  private readonly lockFile: PidLock
 
   private constructor(
     readonly root: string,
     private readonly log: Logger,
     trashTtlMs: number,
+    indexLimits: IndexLimits,
   ) {
+    this.index = new ContentIndex(indexLimits)
     this.sfmDir = join(root, SFM_DIR)
     this.tmpDir = join(this.sfmDir, 'tmp')
     this.trashDir = join(this.sfmDir, 'trash')
-    this.lockPath = join(this.sfmDir, 'lock')
+    this.lockFile = new PidLock(join(this.sfmDir, 'lock'))
     this.journal = new Journal(join(this.sfmDir, 'journal'))
     this.trashTtlMs = trashTtlMs
   }
 
   static async open(opts: MirrorOptions): Promise<Mirror> {
-    const m = new Mirror(opts.root, opts.log, opts.trashTtlMs ?? DEFAULT_TRASH_TTL_MS)
+    const m = new Mirror(opts.root, opts.log, opts.trashTtlMs ?? DEFAULT_TRASH_TTL_MS, opts.index ?? {})
     await m.prepareFolder(opts.adopt ?? false)
     await m.lock()
     await m.load()
@@ -97,7 +101,7 @@ export class Mirror {
   async close(): Promise<void> {
     if (this.trashTimer) clearInterval(this.trashTimer)
     await this.journal.close()
-    await rm(this.lockPath, { force: true })
+    await this.lockFile.release()
   }
 
   // ------------------------------------------------------------------------------------------
@@ -140,20 +144,12 @@ export class Mirror {
   }
 
   private async lock(): Promise<void> {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await writeFile(this.lockPath, `${process.pid}\n`, { flag: 'wx' })
-        return
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-        const pid = Number((await readFile(this.lockPath, 'utf8').catch(() => '')).trim())
-        if (pid > 0 && pid !== process.pid && isAlive(pid)) {
-          throw new FatalError(`another sfmd (pid ${pid}) is serving ${this.root}`, EXIT.ENVIRONMENT)
-        }
-        await rm(this.lockPath, { force: true }) // left by a server that was killed
-      }
+    try {
+      await this.lockFile.acquire()
+    } catch (err) {
+      if (!(err instanceof LockHeld)) throw err
+      throw new FatalError(`another sfmd (pid ${err.pid}) is serving ${this.root}`, EXIT.ENVIRONMENT)
     }
-    throw new FatalError(`cannot lock ${this.root}`, EXIT.ENVIRONMENT)
   }
 
   /** Builds the catalog from the disk and the index from the journal, reading files it cannot trust. */
@@ -178,11 +174,11 @@ export class Mirror {
       if ('blocker' in place || place.missing.length > 0) continue // below something we skipped
       const name = path.slice(path.lastIndexOf('/') + 1)
       if (e.kind === 'dir') {
-        this.catalog.attach(place.dir, name, newDir(name, e.mode, e.mtimeNs))
+        this.catalog.attach(place.dir, name, newDir(name, appliedMode('dir', e.mode), e.mtimeNs))
       } else if (e.kind === 'symlink') {
         this.catalog.attach(place.dir, name, { kind: 'symlink', name, parent: null, mode: 0, mtimeNs: e.mtimeNs, target: e.target! })
       } else {
-        let rec = records.get(e.ino)?.find((r) => r.size === e.size && r.mtimeNs === e.mtimeNs)
+        let rec = records.get(e.ino)?.find((r) => r.size === e.size && r.mtimeNs === e.mtimeNs && r.ctimeNs === e.ctimeNs)
         if (!rec) {
           const d = await this.digestOnDisk(path, e)
           if (!d) continue
@@ -194,12 +190,13 @@ export class Mirror {
           kind: 'file',
           name,
           parent: null,
-          mode: e.mode,
+          mode: appliedMode('file', e.mode),
           mtimeNs: e.mtimeNs,
           size: e.size,
           contentId: rec.contentId,
           manifest: { ids: rec.ids, lengths: rec.lengths },
           ino: e.ino,
+          ctimeNs: e.ctimeNs,
         }
         this.catalog.attach(place.dir, name, file)
         this.index.addFile(file)
@@ -212,7 +209,8 @@ export class Mirror {
   private async digestOnDisk(path: string, e: LocalEntry): Promise<JournalRecord | null> {
     try {
       const d = await digestFile(join(this.root, path))
-      return { ino: e.ino, size: d.size, mtimeNs: e.mtimeNs, contentId: d.contentId, ids: d.ids, lengths: Uint32Array.from(d.lengths) }
+      if (!sameIdentity(d.statBefore, d.statAfter) || d.statBefore.ctimeNs !== e.ctimeNs) return null // changing now: not indexed
+      return { ino: e.ino, size: d.size, mtimeNs: e.mtimeNs, ctimeNs: e.ctimeNs, contentId: d.contentId, ids: d.ids, lengths: Uint32Array.from(d.lengths) }
     } catch (err) {
       this.log.warn(`cannot read ${path}: ${(err as Error).message}`)
       return null
@@ -276,8 +274,27 @@ export class Mirror {
   // ------------------------------------------------------------------------------------------
   // Changes. The applier calls these one at a time, in the order the client sent them [M-SEM-4].
 
-  /** Refuses a path the file system would resolve into `.sfm/` [M-PATH-2]. */
-  guardPath(path: string): void {
+  /**
+   * Refuses a path the file system would resolve into `.sfm/` [M-PATH-2], or whose parents on disk are
+   * not real directories [M-SEM-6]. The catalog already knows every symlink the server made; checking
+   * the disk too catches a directory swapped for a symlink behind the server's back (one lstat per
+   * parent, served from the kernel's dentry cache).
+   */
+  private guardPath(path: string): void {
+    let dir = ''
+    for (const name of path.split('/').slice(0, -1)) {
+      dir = dir ? `${dir}/${name}` : name
+      let isDir: boolean
+      try {
+        isDir = lstatSync(join(this.root, dir)).isDirectory()
+      } catch {
+        break // missing: ensureParent creates it, as a real directory
+      }
+      if (!isDir) {
+        this.log.warn(`${dir} in the mirror is not a directory on disk (changed behind the server's back)`)
+        throw new MirrorError('SFM_ERR_NOT_DIR', `${dir} is not a directory`)
+      }
+    }
     if (!this.foldsNames) return
     const first = path.split('/', 1)[0]!.toLowerCase().replace(/[. ]+$/, '')
     if (first === SFM_DIR) {
@@ -286,6 +303,7 @@ export class Mirror {
   }
 
   async commitFile(path: string, staged: StagedFile): Promise<Touched> {
+    this.guardPath(path)
     const touched: Touched = new Set()
     const dir = await this.ensureParent(path, touched)
     const name = leaf(path)
@@ -298,17 +316,21 @@ export class Mirror {
     } catch (err) {
       throw fromFsError(err, path)
     }
+    // the old version kept in the trash lost a link just now, which moved its ctime
+    if (old?.kind === 'file' && old.parent === this.trash.top) this.refreshIdentity(old, join(this.trashDir, old.name))
     const file: FileNode = {
       kind: 'file',
       name,
       parent: null,
-      mode: staged.mode,
+      mode: appliedMode('file', staged.mode),
       mtimeNs: staged.mtimeNs,
       size: staged.size,
       contentId: staged.contentId,
       manifest: staged.manifest,
       ino: staged.ino,
+      ctimeNs: 0n,
     }
+    this.refreshIdentity(file, abs) // the rename itself moved the ctime
     const replaced = this.catalog.attach(dir, name, file)
     if (replaced?.kind === 'file' && replaced.parent === null) this.index.removeFile(replaced)
     this.index.addFile(file)
@@ -318,6 +340,7 @@ export class Mirror {
   }
 
   async delete(path: string): Promise<Touched> {
+    this.guardPath(path)
     const touched: Touched = new Set()
     const node = this.catalog.get(path)
     if (!node) return touched // [M-DELETE-1]
@@ -328,6 +351,7 @@ export class Mirror {
   }
 
   async mkdir(path: string, mode: number, mtimeNs: bigint): Promise<Touched> {
+    this.guardPath(path)
     const touched: Touched = new Set()
     const dir = await this.ensureParent(path, touched)
     const name = leaf(path)
@@ -340,11 +364,11 @@ export class Mirror {
     }
     if (old) await this.moveToTrash(path, old, touched)
     try {
-      await mkdir(abs, { mode: mode | DIR_OWNER_BITS })
+      await mkdir(abs, { mode: appliedMode('dir', mode) })
     } catch (err) {
       throw fromFsError(err, path)
     }
-    const node = newDir(name, mode, mtimeNs)
+    const node = newDir(name, appliedMode('dir', mode), mtimeNs)
     this.catalog.attach(dir, name, node)
     await this.setDirAttrs(abs, node, mode, mtimeNs)
     this.markChanged(dir, abs, touched)
@@ -352,6 +376,7 @@ export class Mirror {
   }
 
   async symlink(path: string, target: string, mtimeNs: bigint): Promise<Touched> {
+    this.guardPath(path)
     const touched: Touched = new Set()
     const dir = await this.ensureParent(path, touched)
     const name = leaf(path)
@@ -375,6 +400,8 @@ export class Mirror {
 
   async rename(from: string, to: string): Promise<Touched> {
     if (isSameOrBelow(to, from)) throw new MirrorError('SFM_ERR_INVALID', `cannot move ${from} into itself`) // [M-RENAME-3]
+    this.guardPath(from)
+    this.guardPath(to)
     const touched: Touched = new Set()
     let node = this.catalog.get(from)
     let srcAbs = join(this.root, from)
@@ -403,22 +430,28 @@ export class Mirror {
     this.catalog.detach(node)
     const replaced = this.catalog.attach(dir, name, node)
     if (replaced) for (const file of Catalog.files(replaced)) this.index.removeFile(file)
+    if (node.kind === 'file') {
+      this.refreshIdentity(node, abs) // a renamed file's ctime moves; the files inside a renamed directory's do not
+      this.journal.append(recordOf(node))
+    }
     this.markChanged(dir, abs, touched)
     return touched
   }
 
   async setattr(path: string, mode: number, mtimeNs: bigint): Promise<Touched> {
+    this.guardPath(path)
     const node = this.catalog.get(path)
     if (!node) throw new MirrorError('SFM_ERR_NOT_FOUND', `${path} does not exist`) // [M-SETATTR-1]
     const abs = join(this.root, path)
     try {
       if (node.kind === 'dir') await this.setDirAttrs(abs, node, mode, mtimeNs)
       else if (node.kind === 'file') {
-        await chmod(abs, mode & 0o777)
+        await chmod(abs, appliedMode('file', mode))
         setMtimeNs(abs, mtimeNs, { noFollow: true })
-        node.mode = mode
+        node.mode = appliedMode('file', mode)
         node.mtimeNs = mtimeNs
-        // the journal keys records by mtime: a touched file needs a fresh record to be trusted later
+        // the journal keys records by mtime and ctime: a touched file needs a fresh record
+        this.refreshIdentity(node, abs)
         this.journal.append(recordOf(node))
       } else {
         setMtimeNs(abs, mtimeNs, { noFollow: true })
@@ -432,9 +465,9 @@ export class Mirror {
   }
 
   private async setDirAttrs(abs: string, dir: DirNode, mode: number, mtimeNs: bigint): Promise<void> {
-    await chmod(abs, (mode & 0o777) | DIR_OWNER_BITS)
+    await chmod(abs, appliedMode('dir', mode))
     setMtimeNs(abs, mtimeNs, { noFollow: true })
-    dir.mode = mode
+    dir.mode = appliedMode('dir', mode)
     dir.mtimeNs = mtimeNs
     dir.mtimeStale = false
   }
@@ -483,6 +516,7 @@ export class Mirror {
     this.catalog.detach(node)
     this.trash.attach(this.trash.top, item.name, node)
     this.addTrashItem(item)
+    if (node.kind === 'file') this.refreshIdentity(node, join(this.trashDir, item.name))
     touched.add(this.trashDir)
   }
 
@@ -498,7 +532,22 @@ export class Mirror {
     this.catalog.detach(node)
     this.trash.attach(this.trash.top, item.name, node)
     this.addTrashItem(item)
+    this.refreshIdentity(node, join(this.trashDir, item.name)) // a new link moves the ctime
     touched.add(this.trashDir)
+  }
+
+  /**
+   * Records the file's identity after the server itself changed it (rename, link, chmod): its
+   * bytes are still the ones of its manifest, and from now on this is what "unchanged" looks like.
+   */
+  private refreshIdentity(file: FileNode, abs: string): void {
+    try {
+      const st = lstatSync(abs, { bigint: true })
+      file.ino = st.ino
+      file.ctimeNs = st.ctimeNs
+    } catch {
+      file.ctimeNs = -1n // unknown: content will be verified by reading before any reuse
+    }
   }
 
   private newTrashItem(path: string, node: MirrorNode): TrashItem {
@@ -549,6 +598,7 @@ function recordOf(file: FileNode): JournalRecord {
     ino: file.ino,
     size: file.size,
     mtimeNs: file.mtimeNs,
+    ctimeNs: file.ctimeNs,
     contentId: file.contentId,
     ids: file.manifest.ids,
     lengths: file.manifest.lengths,
@@ -582,15 +632,6 @@ function leaf(path: string): string {
 function parentPath(path: string): string {
   const i = path.lastIndexOf('/')
   return i < 0 ? '' : path.slice(0, i)
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 function lstatSyncBig(path: string) {

@@ -7,6 +7,7 @@ import { FatalError, EXIT } from '../fatal.js'
 import type { Logger } from '../log.js'
 import { Applier } from './applier.js'
 import { Mirror } from './mirror.js'
+import type { IndexLimits } from './store/content-index.js'
 import { Session } from './session.js'
 
 export interface ServerOptions {
@@ -23,6 +24,7 @@ export interface ServerOptions {
   maxInflight?: number
   keepaliveMs?: number
   trashTtlMs?: number
+  index?: IndexLimits
   log: Logger
 }
 
@@ -42,7 +44,7 @@ export class SfmServer {
 
   static async start(opts: ServerOptions): Promise<SfmServer> {
     const log = opts.log
-    const mirror = await Mirror.open({ root: opts.root, adopt: opts.adopt ?? false, trashTtlMs: opts.trashTtlMs, log })
+    const mirror = await Mirror.open({ root: opts.root, adopt: opts.adopt ?? false, trashTtlMs: opts.trashTtlMs, index: opts.index, log })
     const applier = new Applier(mirror, opts.fsync, log)
     const listener = opts.tls ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key }) : net.createServer()
     listener.maxConnections = opts.maxConnections ?? 64

@@ -18,7 +18,7 @@ import { ServerMachine, type ServerAction, type ServerPolicy } from './machine.j
 import type { Mirror } from './mirror.js'
 import { Upload, type WriteBudget } from './upload.js'
 
-/** Unwritten upload bytes per connection before the server stops reading (PROTOCOL.md 12). */
+/** Unwritten upload bytes per connection before the server stops reading (PROTOCOL.md 12, 8 MiB). */
 const WRITE_HIGH_WATER_BYTES = 8 << 20
 const WRITE_LOW_WATER_BYTES = 4 << 20
 /** Entries per LISTING part: keeps each frame far below MAX_FRAME_BYTES even with long paths. */
@@ -149,9 +149,9 @@ export class Session {
         return
       }
       case 'commit': {
-        let upload = this.uploads.get(msg.uploadId)
-        if (upload) this.uploads.delete(msg.uploadId)
-        else upload = this.uploadFor(msg.uploadId) // an upload with no bytes: the empty file
+        // an upload with no bytes (the empty file) is opened by its COMMIT
+        const upload = this.uploads.get(msg.uploadId) ?? this.uploadFor(msg.uploadId)
+        // a refused COMMIT leaves its upload in the map, so closing the session discards it
         if (!upload || !this.countReply()) return
         this.uploads.delete(msg.uploadId)
         this.deps.applier.enqueue({ change: msg, upload, done: (o) => this.reply(msg.uploadId, o) })

@@ -6,8 +6,9 @@ import { constants as fsc } from 'node:fs'
 import { open, rm, type FileHandle } from 'node:fs/promises'
 import { hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
-import { setMtimeNsFd } from '../fs/native.js'
+import { copyFileRange, setMtimeNsFd } from '../fs/native.js'
 import type { Chunk, Commit, Ref } from '../protocol/messages.js'
+import { appliedMode } from '../protocol/modes.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
 import type { Mirror, StagedFile } from './mirror.js'
 import { chunkOffsets, type FileNode } from './store/catalog.js'
@@ -56,13 +57,7 @@ export class Upload {
     this.record(msg.hash, data.length)
     this.own.set(hashKey(msg.hash), { offset, length: data.length })
     this.budget.take(data.length)
-    this.enqueue(async (fd) => {
-      try {
-        await writeAll(fd, data, offset)
-      } finally {
-        this.budget.give(data.length)
-      }
-    })
+    this.enqueue((fd) => writeAll(fd, data, offset), data.length)
   }
 
   addRefs(refs: readonly Ref[]): void {
@@ -100,12 +95,22 @@ export class Upload {
     this.enqueue((fd) => this.copyFromMirror(fd, loc.file, first, last, offset, ref.hash))
   }
 
-  /** Copies chunks [first, last) of a mirror file to `dst`, checking each against its id [M-SEM-3]. */
+  /**
+   * Copies chunks [first, last) of a mirror file to `dst` [M-SEM-3]. A file the server wrote and that
+   * has not changed since (same inode, size, mtime and ctime) is copied inside the kernel, cloned where
+   * the file system can; any other is read, and each chunk checked against its id.
+   */
   private async copyFromMirror(dst: FileHandle, file: FileNode, first: number, last: number, dstOffset: number, id: Buffer) {
     const src = await this.mirror.openForRead(file)
     if (!src) throw new MirrorError('SFM_ERR_MISSING', `content ${id.toString('hex')} is gone`)
     try {
       const offsets = chunkOffsets(file)
+      const st = await src.stat({ bigint: true })
+      if (st.ino === file.ino && Number(st.size) === file.size && st.mtimeNs === file.mtimeNs && st.ctimeNs === file.ctimeNs) {
+        const bytes = offsets[last]! - offsets[first]!
+        if ((await copyFileRange(src.fd, offsets[first]!, dst.fd, dstOffset, bytes)) !== bytes) throw this.stale(file, id)
+        return
+      }
       const buf = Buffer.allocUnsafe(COPY_BLOCK_BYTES + (1 << 20)) // a block plus one chunk of any size
       let i = first
       let out = dstOffset
@@ -154,7 +159,7 @@ export class Upload {
       throw new MirrorError('SFM_ERR_CONTENT_MISMATCH', `content id of ${commit.path} does not match its chunks`)
     }
     try {
-      await fd.chmod(commit.mode & 0o777)
+      await fd.chmod(appliedMode('file', commit.mode))
       setMtimeNsFd(fd.fd, commit.mtimeNs)
       if (fsync) await fd.datasync()
       const st = await fd.stat({ bigint: true })
@@ -188,13 +193,18 @@ export class Upload {
     this.size += length
   }
 
-  private enqueue(work: (fd: FileHandle) => Promise<void>): void {
+  /**
+   * Queues work on the temporary file, in order. `budgeted` bytes of socket data it holds are given
+   * back to the budget when it is done, and also when it is skipped because the upload failed.
+   */
+  private enqueue(work: (fd: FileHandle) => Promise<void>, budgeted = 0): void {
     this.chain = this.chain.then(async () => {
-      if (this.failure) return
       try {
-        await work(await this.handle())
+        if (!this.failure) await work(await this.handle())
       } catch (err) {
         this.fail(fromFsError(err, 'upload'))
+      } finally {
+        if (budgeted > 0) this.budget.give(budgeted)
       }
     })
   }

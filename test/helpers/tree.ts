@@ -25,7 +25,8 @@ export function describeTree(root: string, opts: { dirMtimes?: boolean } = {}): 
       const st = lstatSync(abs, { bigint: true })
       const mode = Number(st.mode & 0o777n)
       if (st.isDirectory()) {
-        out.push({ path, kind: 'dir', mode, mtimeNs: opts.dirMtimes === false ? '-' : String(st.mtimeNs) })
+        // a mirror directory always keeps its owner's bits (PROTOCOL.md 3.4): compare in that form
+        out.push({ path, kind: 'dir', mode: mode | 0o700, mtimeNs: opts.dirMtimes === false ? '-' : String(st.mtimeNs) })
         walk(abs, path)
       } else if (st.isFile()) {
         const sha = createHash('sha256').update(readFileSync(abs)).digest('hex')

@@ -20,8 +20,13 @@ export interface FileNode extends NodeBase {
   size: number
   contentId: Buffer
   manifest: Manifest
-  /** Identity on disk when the manifest was recorded: a mismatch means the file changed behind us. */
+  /**
+   * Identity on disk when the server last wrote or verified the file. The change time (ctime) is
+   * set by the kernel on every change and cannot be set by any program, so a file whose inode,
+   * size, mtime and ctime all still match holds exactly the bytes of its manifest.
+   */
   ino: bigint
+  ctimeNs: bigint
   /** Byte offset of each chunk, computed when first needed. */
   offsets?: Float64Array
 }

@@ -1,6 +1,11 @@
 // Where the server can find content by id: every chunk id and every node id of every file it holds
 // (PROTOCOL.md 5.3) maps to the places where those bytes are. Locations are hints: readers verify the
-// bytes against the id and drop locations that no longer match (see mirror.ts).
+// bytes (or the file's unchanged identity) and drop locations that no longer match (see upload.ts).
+//
+// The index is an LRU bounded by entries and bytes, so the server's memory stays bounded whatever the
+// size of the mirror: on a mirror too big for the bounds, the least recently used ids are forgotten,
+// and content that only they named is sent again instead of being reused. Nothing else is lost.
+import { LRUCache } from 'lru-cache'
 import { hashKey } from '../../hash.js'
 import { ContentTree } from '../../tree.js'
 import type { FileNode } from './catalog.js'
@@ -11,9 +16,30 @@ export interface Location {
   readonly length: number
 }
 
+/** Memory per indexed id: key, LRU links and one Location object. */
+export const INDEX_ENTRY_BYTES = 160
+export const DEFAULT_INDEX_ENTRIES = 4 << 20
+export const DEFAULT_INDEX_BYTES = 256 << 20
+
+export interface IndexLimits {
+  entries?: number
+  bytes?: number
+}
+
 export class ContentIndex {
   // Most ids live in one file, so the value is a Location until a second place turns up.
-  private readonly byId = new Map<string, Location | Location[]>()
+  private readonly byId: LRUCache<string, Location | Location[]>
+
+  constructor(limits: IndexLimits = {}) {
+    // Both bounds as one size bound: lru-cache's `max` would allocate its arrays for `max` entries up
+    // front (hundreds of MB for millions of entries, before anything is indexed).
+    const entries = Math.max(1, limits.entries ?? DEFAULT_INDEX_ENTRIES)
+    const bytes = Math.max(INDEX_ENTRY_BYTES, limits.bytes ?? DEFAULT_INDEX_BYTES)
+    this.byId = new LRUCache({
+      maxSize: Math.min(bytes, entries * INDEX_ENTRY_BYTES),
+      sizeCalculation: (v) => INDEX_ENTRY_BYTES * (Array.isArray(v) ? v.length : 1),
+    })
+  }
 
   get size(): number {
     return this.byId.size
@@ -31,7 +57,7 @@ export class ContentIndex {
   /** Places where content with this id may be found, for files still in the catalog. */
   lookup(id: Uint8Array): Location[] {
     const key = hashKey(id)
-    const v = this.byId.get(key)
+    const v = this.byId.get(key) // a lookup makes the id recent
     if (!v) return []
     const all = Array.isArray(v) ? v : [v]
     const live = all.filter((loc) => loc.file.parent !== null)
@@ -64,12 +90,12 @@ export class ContentIndex {
     const v = this.byId.get(key)
     if (!v) this.byId.set(key, loc)
     else if (Array.isArray(v)) {
-      if (!v.some((l) => l.file === loc.file && l.offset === loc.offset)) v.push(loc)
+      if (!v.some((l) => l.file === loc.file && l.offset === loc.offset)) this.byId.set(key, [...v, loc])
     } else if (!(v.file === loc.file && v.offset === loc.offset)) this.byId.set(key, [v, loc])
   }
 
   private remove(key: string, file: FileNode): void {
-    const v = this.byId.get(key)
+    const v = this.byId.peek(key) // removing is not a use
     if (!v) return
     const all = Array.isArray(v) ? v : [v]
     this.set(key, all.filter((l) => l.file !== file))

@@ -1,19 +1,20 @@
 // The manifests of the mirror's files, kept in `.sfm/journal` so that a restarted server can answer
 // HAVE? without reading every file again. Records are hints keyed by the file's identity on disk
-// (inode, size, mtime): a file that no longer matches its record is read and chunked again, so the
-// journal needs no fsync of its own and a damaged tail is simply cut off.
+// (inode, size, mtime, ctime): a file that no longer matches its record is read and chunked again, so
+// the journal needs no fsync of its own and a damaged tail is simply cut off.
 import { createWriteStream, type WriteStream } from 'node:fs'
 import { open, readFile, rename, rm } from 'node:fs/promises'
 import { hash128 } from '../../hash.js'
 
-const MAGIC = Buffer.from('SFMJ0001', 'latin1')
+const MAGIC = Buffer.from('SFMJ0002', 'latin1')
 const KIND_FILE = 1
-const FIXED_BYTES = 1 + 8 + 8 + 8 + 16 + 4 // kind, ino, size, mtime, content id, chunk count
+const FIXED_BYTES = 1 + 8 + 8 + 8 + 8 + 16 + 4 // kind, ino, size, mtime, ctime, content id, chunk count
 
 export interface JournalRecord {
   ino: bigint
   size: number
   mtimeNs: bigint
+  ctimeNs: bigint
   contentId: Buffer
   ids: Buffer
   lengths: Uint32Array
@@ -28,6 +29,7 @@ export function encodeRecord(r: JournalRecord): Buffer {
   o = out.writeBigUInt64BE(r.ino, o)
   o = out.writeBigUInt64BE(BigInt(r.size), o)
   o = out.writeBigInt64BE(r.mtimeNs, o)
+  o = out.writeBigInt64BE(r.ctimeNs, o)
   o += r.contentId.copy(out, o)
   o = out.writeUInt32BE(n, o)
   o += r.ids.copy(out, o, 0, n * 16)
@@ -55,15 +57,16 @@ export function decodeRecords(data: Buffer): { records: JournalRecord[]; intactB
     const ino = body.readBigUInt64BE(b)
     const size = Number(body.readBigUInt64BE(b + 8))
     const mtimeNs = body.readBigInt64BE(b + 16)
-    const contentId = Buffer.from(body.subarray(b + 24, b + 40))
-    const n = body.readUInt32BE(b + 40)
-    b += 44
+    const ctimeNs = body.readBigInt64BE(b + 24)
+    const contentId = Buffer.from(body.subarray(b + 32, b + 48))
+    const n = body.readUInt32BE(b + 48)
+    b += 52
     if (bodyBytes !== FIXED_BYTES + n * 20) break
     const ids = Buffer.from(body.subarray(b, b + n * 16))
     b += n * 16
     const lengths = new Uint32Array(n)
     for (let i = 0; i < n; i++) lengths[i] = body.readUInt32BE(b + i * 4)
-    records.push({ ino, size, mtimeNs, contentId, ids, lengths })
+    records.push({ ino, size, mtimeNs, ctimeNs, contentId, ids, lengths })
     o = end
   }
   return { records, intactBytes: o }

@@ -1,0 +1,180 @@
+// The content index: every chunk id and node id of every file maps to where those bytes are.
+import t from 'tap'
+import { hash128 } from '../src/hash.js'
+import { ContentTree } from '../src/tree.js'
+import { Catalog, type FileNode } from '../src/server/store/catalog.js'
+import { ContentIndex, type Location } from '../src/server/store/content-index.js'
+
+function leafId(n: number): Buffer {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64BE(BigInt(n))
+  return hash128(b)
+}
+
+/** A file node (no bytes on disk: the index never reads) whose chunks are the given leaves. */
+function fileOf(catalog: Catalog, name: string, leaves: Array<{ id: Buffer; length: number }>): FileNode {
+  const ids = Buffer.concat(leaves.map((l) => l.id))
+  const lengths = Uint32Array.from(leaves.map((l) => l.length))
+  const tree = ContentTree.fromLeaves(ids, lengths)
+  const file: FileNode = {
+    kind: 'file',
+    name,
+    parent: null,
+    mode: 0o644,
+    mtimeNs: 1n,
+    size: tree.size,
+    contentId: tree.contentId,
+    manifest: { ids, lengths },
+    ino: 1n,
+    ctimeNs: 1n,
+  }
+  catalog.attach(catalog.top, name, file)
+  return file
+}
+
+function leaves(from: number, count: number): Array<{ id: Buffer; length: number }> {
+  return Array.from({ length: count }, (_, i) => ({ id: leafId(from + i), length: 1000 + ((from + i) % 97) }))
+}
+
+const at = (locs: Location[]) => locs.map((l) => ({ file: l.file.name, offset: l.offset, length: l.length }))
+
+t.test('every node of a multi-chunk file is found at its offset and length', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  const parts = leaves(0, 1500)
+  const file = fileOf(catalog, 'big', parts)
+  index.addFile(file)
+  const tree = ContentTree.fromLeaves(file.manifest.ids, file.manifest.lengths)
+  t.ok(tree.levels.length >= 3, `a tree of ${tree.levels.length} levels`)
+
+  // leaves, against offsets summed here
+  let offset = 0
+  parts.forEach((p, i) => {
+    t.strictSame(at(index.lookup(p.id)), [{ file: 'big', offset, length: p.length }], `leaf ${i}`)
+    offset += p.length
+  })
+  // every node above, at the offset and length the tree gives it
+  let nodes = 0
+  for (let level = 1; level < tree.levels.length; level++) {
+    const lv = tree.levels[level]!
+    for (let i = 0; i < lv.count; i++) {
+      const locs = at(index.lookup(tree.entryId(level, i)))
+      t.strictSame(locs, [{ file: 'big', offset: lv.offsets[i]!, length: lv.lengths[i]! }], `level ${level} entry ${i}`)
+      // a node covers exactly its children
+      const first = lv.childStart[i]!
+      const below = tree.levels[level - 1]!
+      let sum = 0
+      for (let c = first; c < first + lv.childCount[i]!; c++) sum += below.lengths[c]!
+      if (sum !== lv.lengths[i] || below.offsets[first] !== lv.offsets[i]) t.fail(`level ${level} entry ${i} does not cover its children`)
+      if (lv.childCount[i]! > 1) nodes++
+    }
+  }
+  t.strictSame(at(index.lookup(file.contentId)), [{ file: 'big', offset: 0, length: file.size }], 'the root')
+  t.equal(index.size, parts.length + nodes, 'one key per distinct id')
+  t.ok(index.has(file.contentId))
+  t.notOk(index.has(leafId(99_999)))
+  t.strictSame(index.lookup(leafId(99_999)), [])
+})
+
+t.test('a single-chunk file is found by its chunk id, which is its content id', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  const file = fileOf(catalog, 'one', leaves(7, 1))
+  index.addFile(file)
+  t.strictSame(file.contentId, leafId(7))
+  t.strictSame(at(index.lookup(leafId(7))), [{ file: 'one', offset: 0, length: file.size }])
+  t.equal(index.size, 1)
+})
+
+t.test('the empty file adds nothing', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  index.addFile(fileOf(catalog, 'empty', []))
+  t.equal(index.size, 0)
+  index.removeFile(catalog.get('empty') as FileNode)
+  t.equal(index.size, 0)
+})
+
+t.test('a chunk that occurs twice in one file has both places', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  const c = { id: leafId(1), length: 10 }
+  const file = fileOf(catalog, 'twice', [c, { id: leafId(2), length: 5 }, c])
+  index.addFile(file)
+  t.strictSame(at(index.lookup(c.id)), [
+    { file: 'twice', offset: 0, length: 10 },
+    { file: 'twice', offset: 15, length: 10 },
+  ])
+  index.addFile(file) // adding again changes nothing
+  t.equal(index.lookup(c.id).length, 2)
+  index.removeFile(file)
+  t.equal(index.size, 0)
+})
+
+t.test('two files sharing chunks: both are found, and removing one keeps the other', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  const a = fileOf(catalog, 'a', leaves(0, 10))
+  const shared = leaves(3, 2) // chunks 3 and 4 of a
+  const b = fileOf(catalog, 'b', [...shared, ...leaves(100, 1)])
+  index.addFile(a)
+  index.addFile(b)
+  const offsetIn = (n: number) => leaves(0, n).reduce((s, l) => s + l.length, 0)
+  t.strictSame(at(index.lookup(leafId(3))), [
+    { file: 'a', offset: offsetIn(3), length: shared[0]!.length },
+    { file: 'b', offset: 0, length: shared[0]!.length },
+  ])
+  t.strictSame(at(index.lookup(leafId(4))), [
+    { file: 'a', offset: offsetIn(4), length: shared[1]!.length },
+    { file: 'b', offset: shared[0]!.length, length: shared[1]!.length },
+  ])
+
+  index.removeFile(a)
+  t.strictSame(at(index.lookup(leafId(3))), [{ file: 'b', offset: 0, length: shared[0]!.length }])
+  t.strictSame(at(index.lookup(leafId(4))), [{ file: 'b', offset: shared[0]!.length, length: shared[1]!.length }])
+  t.strictSame(index.lookup(leafId(0)), [], "a's own chunks are gone")
+  t.strictSame(index.lookup(a.contentId), [], "a's root is gone")
+  t.strictSame(at(index.lookup(b.contentId)), [{ file: 'b', offset: 0, length: b.size }])
+  t.strictSame(at(index.lookup(leafId(100))), [{ file: 'b', offset: shared[0]!.length + shared[1]!.length, length: 1000 + (100 % 97) }])
+
+  index.removeFile(b)
+  t.equal(index.size, 0)
+  index.removeFile(b) // removing twice is harmless
+  t.equal(index.size, 0)
+})
+
+t.test('files that are not attached to a catalog are not returned', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  const a = fileOf(catalog, 'a', leaves(0, 5))
+  const b = fileOf(catalog, 'b', leaves(2, 5)) // shares chunks 2, 3, 4
+  index.addFile(a)
+  index.addFile(b)
+  catalog.detach(a)
+  t.strictSame(index.lookup(leafId(0)), [])
+  t.notOk(index.has(a.contentId))
+  t.strictSame(at(index.lookup(leafId(2))).map((l) => l.file), ['b'])
+  t.ok(index.has(leafId(6)))
+
+  // a file in another catalog (the trash) is still attached, so it is found
+  const trash = new Catalog()
+  const c = fileOf(trash, 'c', leaves(50, 3))
+  index.addFile(c)
+  t.strictSame(at(index.lookup(leafId(51))).map((l) => l.file), ['c'])
+})
+
+t.test('forget drops one place of one id', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  const a = fileOf(catalog, 'a', leaves(0, 3))
+  const b = fileOf(catalog, 'b', leaves(0, 3))
+  index.addFile(a)
+  index.addFile(b)
+  t.equal(index.lookup(leafId(1)).length, 2)
+  index.forget(leafId(1), a)
+  t.strictSame(at(index.lookup(leafId(1))).map((l) => l.file), ['b'])
+  t.equal(index.lookup(leafId(0)).length, 2, 'other ids keep both places')
+  index.forget(leafId(1), b)
+  t.notOk(index.has(leafId(1)))
+  index.forget(leafId(1), b) // nothing left to forget
+})

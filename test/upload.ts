@@ -1,0 +1,415 @@
+// One upload assembled under `.sfm/tmp/` (src/server/upload.ts), with a real Mirror on a temporary folder:
+// CHUNK data verified and written, REFS resolved through the index and verified as read, the COMMIT's
+// size and content id checked, and the write budget always given back.
+import t from 'tap'
+import { lstatSync, readFileSync, readdirSync, statSync, writeFileSync, truncateSync } from 'node:fs'
+import { join } from 'node:path'
+import { digestBuffer, type Digest } from '../src/digest.js'
+import { setMtimeNs } from '../src/fs/native.js'
+import { EMPTY_CONTENT_ID, hash128 } from '../src/hash.js'
+import { silentLogger } from '../src/log.js'
+import type { Commit, Ref } from '../src/protocol/messages.js'
+import { contentIdOf } from '../src/tree.js'
+import { Mirror, type MirrorOptions } from '../src/server/mirror.js'
+import { Upload, type WriteBudget } from '../src/server/upload.js'
+
+type Test = Pick<typeof t, 'teardown' | 'ok' | 'notOk' | 'equal' | 'rejects'>
+
+const T0 = 1_600_000_000_123_456_789n
+const T1 = 1_650_000_000_987_654_321n
+
+/** Deterministic bytes: xorshift32 from a seed. */
+function bytes(n: number, seed: number): Buffer {
+  const out = Buffer.allocUnsafe(n)
+  let x = Math.imul(seed + 1, 0x9e3779b1) | 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    out[i] = x & 0xff
+  }
+  return out
+}
+
+/** Counts what an upload takes from and gives back to the budget. */
+class CountingBudget implements WriteBudget {
+  taken = 0
+  given = 0
+  outstanding = 0
+  wentNegative = false
+  take(n: number): void {
+    this.taken += n
+    this.outstanding += n
+  }
+  give(n: number): void {
+    this.given += n
+    this.outstanding -= n
+    if (this.outstanding < 0) this.wentNegative = true
+  }
+}
+
+function checkBudget(t: Test, b: CountingBudget): void {
+  t.equal(b.outstanding, 0, `the write budget is back at zero (taken ${b.taken}, given ${b.given})`)
+  t.equal(b.taken, b.given, 'every byte taken was given back')
+  t.notOk(b.wentNegative, 'never more given than taken')
+}
+
+async function openMirror(t: Test, opts: Partial<MirrorOptions> & { root: string }): Promise<Mirror> {
+  const m = await Mirror.open({ log: silentLogger, ...opts })
+  let closed = false
+  const close = m.close.bind(m)
+  m.close = async () => {
+    if (closed) return
+    closed = true
+    await close()
+  }
+  t.teardown(() => m.close())
+  return m
+}
+
+let nextId = 1
+
+function commitMsg(path: string, size: number, contentId: Buffer, mode = 0o644, mtimeNs = T0): Commit {
+  return { type: 'commit', uploadId: 0, path, mode, mtimeNs, size, contentId }
+}
+
+/** The chunks of a digest, as (id, data) pairs. */
+function chunksOf(data: Buffer, d: Digest): Array<{ hash: Buffer; data: Buffer }> {
+  const out: Array<{ hash: Buffer; data: Buffer }> = []
+  for (let i = 0, off = 0; i < d.lengths.length; off += d.lengths[i++]!) {
+    out.push({ hash: Buffer.from(d.ids.subarray(i * 16, i * 16 + 16)), data: data.subarray(off, off + d.lengths[i]!) })
+  }
+  return out
+}
+
+function sendChunks(u: Upload, chunks: Array<{ hash: Buffer; data: Buffer }>): void {
+  for (const c of chunks) u.addChunk({ type: 'chunk', uploadId: u.id, hash: c.hash, data: c.data })
+}
+
+/** Uploads `data` as CHUNKs and commits it at `path`: the file every REF test draws on. */
+async function put(m: Mirror, budget: WriteBudget, path: string, data: Buffer, mtimeNs = T0): Promise<Digest> {
+  const d = digestBuffer(data)
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunksOf(data, d))
+  const staged = await u.stage(commitMsg(path, d.size, d.contentId, 0o644, mtimeNs), false)
+  await m.commitFile(path, staged)
+  return d
+}
+
+async function stageCode(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => 'staged',
+    (e: { code?: string }) => e.code ?? String(e),
+  )
+}
+
+t.test('CHUNKs and stage give a temporary file with the right content, mode, mtime and manifest', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const data = bytes(700_000, 1)
+  const d = digestBuffer(data)
+  t.ok(d.lengths.length > 5, `${d.lengths.length} chunks`)
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunksOf(data, d))
+  t.equal(budget.taken, data.length, 'every CHUNK byte is taken from the budget')
+  const s = await u.stage(commitMsg('f', data.length, d.contentId, 0o640, T1), true)
+  t.notOk(u.failed)
+  t.ok(s.tmpPath.startsWith(m.tmpDir + '/'), 'under .sfm/tmp')
+  t.strictSame(readFileSync(s.tmpPath), data)
+  const st = lstatSync(s.tmpPath, { bigint: true })
+  t.equal(Number(st.mode & 0o777n), 0o640)
+  t.equal(st.mtimeNs, T1)
+  t.equal(s.ino, st.ino)
+  t.equal(s.size, data.length)
+  t.strictSame(s.contentId, d.contentId)
+  t.strictSame(s.manifest.ids, d.ids)
+  t.strictSame([...s.manifest.lengths], [...d.lengths])
+  t.equal(s.mode, 0o640)
+  t.equal(s.mtimeNs, T1)
+  checkBudget(t, budget)
+
+  await m.commitFile('f', s)
+  t.strictSame(readFileSync(join(root, 'f')), data)
+  t.strictSame(readdirSync(m.tmpDir), [])
+})
+
+t.test('an upload with no CHUNK or REFS is the empty file', async (t) => {
+  const m = await openMirror(t, { root: t.testdir() })
+  const budget = new CountingBudget()
+  const u = new Upload(nextId++, m, budget)
+  const s = await u.stage(commitMsg('e', 0, EMPTY_CONTENT_ID), false)
+  t.equal(statSync(s.tmpPath).size, 0)
+  t.strictSame(s.contentId, hash128(Buffer.alloc(0)))
+  t.equal(s.manifest.lengths.length, 0)
+  checkBudget(t, budget)
+})
+
+t.test('a CHUNK whose hash does not match its data fails the upload: SFM_ERR_HASH_MISMATCH', async (t) => {
+  const m = await openMirror(t, { root: t.testdir() })
+  const budget = new CountingBudget()
+  const data = bytes(300_000, 2)
+  const d = digestBuffer(data)
+  const chunks = chunksOf(data, d)
+  const bad = Buffer.from(chunks[1]!.data)
+  bad[7] ^= 1
+  chunks[1] = { hash: chunks[1]!.hash, data: bad }
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunks)
+  t.ok(u.failed, 'failed at once')
+  t.equal(await stageCode(u.stage(commitMsg('f', data.length, d.contentId), false)), 'SFM_ERR_HASH_MISMATCH')
+  await u.discard()
+  t.strictSame(readdirSync(m.tmpDir), [], 'nothing left in tmp')
+  checkBudget(t, budget)
+})
+
+t.test('REFS to content the index has: copied and verified', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const dataA = bytes(600_000, 3)
+  const a = await put(m, budget, 'a', dataA)
+  t.ok(a.lengths.length > 3, `${a.lengths.length} chunks`)
+
+  // the whole file by its content id
+  const u1 = new Upload(nextId++, m, budget)
+  u1.addRefs([{ hash: a.contentId, length: a.size }])
+  const s1 = await u1.stage(commitMsg('copy', a.size, a.contentId), false)
+  t.strictSame(readFileSync(s1.tmpPath), dataA, 'by content id')
+  t.strictSame(s1.manifest.ids, a.ids, "the copy's manifest is the source's chunks")
+  await m.commitFile('copy', s1)
+
+  // chunk by chunk, in reverse order: a different file, made only of REFS
+  const refs: Ref[] = []
+  for (let i = a.lengths.length - 1; i >= 0; i--) refs.push({ hash: Buffer.from(a.ids.subarray(i * 16, i * 16 + 16)), length: a.lengths[i]! })
+  const reversed = Buffer.concat(chunksOf(dataA, a).reverse().map((c) => c.data))
+  const revId = contentIdOf(Buffer.concat(refs.map((r) => r.hash)), refs.map((r) => r.length))
+  const u2 = new Upload(nextId++, m, budget)
+  u2.addRefs(refs)
+  const s2 = await u2.stage(commitMsg('rev', reversed.length, revId), false)
+  t.strictSame(readFileSync(s2.tmpPath), reversed, 'by chunk ids')
+  await u2.discard()
+
+  // REFS and CHUNKs mixed: the old file, then new bytes
+  const extra = Buffer.from('appended bytes')
+  const mixedId = contentIdOf(Buffer.concat([a.ids, hash128(extra)]), [...a.lengths, extra.length])
+  const u3 = new Upload(nextId++, m, budget)
+  u3.addRefs([{ hash: a.contentId, length: a.size }])
+  u3.addChunk({ type: 'chunk', uploadId: u3.id, hash: hash128(extra), data: extra })
+  const s3 = await u3.stage(commitMsg('mixed', a.size + extra.length, mixedId), false)
+  t.strictSame(readFileSync(s3.tmpPath), Buffer.concat([dataA, extra]), 'REFS then CHUNK')
+  await m.commitFile('mixed', s3)
+  t.strictSame(readFileSync(join(root, 'mixed')), Buffer.concat([dataA, extra]))
+  checkBudget(t, budget)
+})
+
+t.test('a REF can name content in the trash (deleted during the grace period)', async (t) => {
+  const m = await openMirror(t, { root: t.testdir(), trashTtlMs: 60_000 })
+  const budget = new CountingBudget()
+  const data = bytes(200_000, 4)
+  const a = await put(m, budget, 'a', data)
+  await m.delete('a')
+  const u = new Upload(nextId++, m, budget)
+  u.addRefs([{ hash: a.contentId, length: a.size }])
+  const s = await u.stage(commitMsg('b', a.size, a.contentId), false)
+  t.strictSame(readFileSync(s.tmpPath), data)
+  await u.discard()
+  checkBudget(t, budget)
+})
+
+t.test('an unknown REF fails the upload: SFM_ERR_MISSING', async (t) => {
+  const m = await openMirror(t, { root: t.testdir() })
+  const budget = new CountingBudget()
+  const a = await put(m, budget, 'a', bytes(100_000, 5))
+
+  const unknown = hash128(Buffer.from('nobody has this'))
+  const u1 = new Upload(nextId++, m, budget)
+  u1.addRefs([{ hash: unknown, length: 10 }])
+  t.ok(u1.failed)
+  t.equal(await stageCode(u1.stage(commitMsg('x', 10, unknown), false)), 'SFM_ERR_MISSING')
+  await u1.discard()
+
+  // a known id with a length that does not match it
+  const u2 = new Upload(nextId++, m, budget)
+  u2.addRefs([{ hash: a.contentId, length: a.size - 1 }])
+  t.equal(await stageCode(u2.stage(commitMsg('x', a.size - 1, a.contentId), false)), 'SFM_ERR_MISSING')
+  await u2.discard()
+
+  // what comes after the missing ref is not used
+  const u3 = new Upload(nextId++, m, budget)
+  u3.addRefs([
+    { hash: unknown, length: 10 },
+    { hash: a.contentId, length: a.size },
+  ])
+  u3.addChunk({ type: 'chunk', uploadId: u3.id, hash: hash128(Buffer.from('z')), data: Buffer.from('z') })
+  t.equal(await stageCode(u3.stage(commitMsg('x', 1, a.contentId), false)), 'SFM_ERR_MISSING')
+  await u3.discard()
+  t.strictSame(readdirSync(m.tmpDir), [])
+  checkBudget(t, budget)
+})
+
+t.test('a REF to a chunk sent earlier in the same upload', async (t) => {
+  const m = await openMirror(t, { root: t.testdir() })
+  const budget = new CountingBudget()
+  const c = bytes(5000, 6)
+  const other = Buffer.from('between')
+  const id = hash128(c)
+  const u = new Upload(nextId++, m, budget)
+  u.addChunk({ type: 'chunk', uploadId: u.id, hash: id, data: c })
+  u.addChunk({ type: 'chunk', uploadId: u.id, hash: hash128(other), data: other })
+  u.addRefs([
+    { hash: id, length: c.length },
+    { hash: id, length: c.length },
+  ])
+  const expected = Buffer.concat([c, other, c, c])
+  const contentId = contentIdOf(Buffer.concat([id, hash128(other), id, id]), [c.length, other.length, c.length, c.length])
+  const s = await u.stage(commitMsg('f', expected.length, contentId), false)
+  t.strictSame(readFileSync(s.tmpPath), expected)
+  await u.discard()
+  checkBudget(t, budget)
+})
+
+t.test('a COMMIT whose size or content id disagrees with the upload: SFM_ERR_CONTENT_MISMATCH', async (t) => {
+  const m = await openMirror(t, { root: t.testdir() })
+  const budget = new CountingBudget()
+  const data = bytes(150_000, 7)
+  const d = digestBuffer(data)
+  for (const [what, size, contentId] of [
+    ['size too large', data.length + 1, d.contentId],
+    ['size too small', data.length - 1, d.contentId],
+    ['other content id', data.length, hash128(Buffer.from('other'))],
+  ] as const) {
+    const u = new Upload(nextId++, m, budget)
+    sendChunks(u, chunksOf(data, d))
+    t.equal(await stageCode(u.stage(commitMsg('f', size, contentId), false)), 'SFM_ERR_CONTENT_MISMATCH', what)
+    await u.discard()
+  }
+  // chunks in another order: same size, same chunk ids, different content id
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunksOf(data, d).reverse())
+  t.equal(await stageCode(u.stage(commitMsg('f', data.length, d.contentId), false)), 'SFM_ERR_CONTENT_MISMATCH', 'chunks reordered')
+  await u.discard()
+  t.strictSame(readdirSync(m.tmpDir), [])
+  checkBudget(t, budget)
+})
+
+t.test('a mirror file changed behind the server (same size and mtime): a REF to it is SFM_ERR_MISSING and the index forgets it', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const original = bytes(400_000, 8)
+  const a = await put(m, budget, 'a', original, T1)
+  const tampered = bytes(400_000, 9)
+  writeFileSync(join(root, 'a'), tampered) // same inode, same size
+  setMtimeNs(join(root, 'a'), T1, { noFollow: true }) // same mtime
+  t.equal(lstatSync(join(root, 'a'), { bigint: true }).mtimeNs, T1)
+  t.ok(m.index.has(a.contentId), 'the index still believes the old content is there')
+
+  const u = new Upload(nextId++, m, budget)
+  u.addRefs([{ hash: a.contentId, length: a.size }])
+  t.equal(await stageCode(u.stage(commitMsg('b', a.size, a.contentId), false)), 'SFM_ERR_MISSING')
+  await u.discard()
+  t.strictSame(m.index.lookup(a.contentId), [], 'the content id is forgotten')
+  t.strictSame(m.index.lookup(a.ids.subarray(0, 16)), [], 'and every chunk of that file')
+  t.strictSame(readFileSync(join(root, 'a')), tampered, 'the mirror file itself is left alone')
+
+  // a fresh upload of the same content by CHUNKs still works
+  const again = await put(m, budget, 'c', original)
+  t.strictSame(again.contentId, a.contentId)
+  t.strictSame(readFileSync(join(root, 'c')), original)
+  checkBudget(t, budget)
+})
+
+t.test('a REF to one unchanged chunk of a file changed elsewhere is still served; the file is dropped once a bad chunk is read', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const original = bytes(600_000, 10)
+  const a = await put(m, budget, 'a', original, T1)
+  const n = a.lengths.length
+  const lastOffset = a.offsets[n - 1]!
+  const tampered = Buffer.from(original)
+  tampered[lastOffset + 1] ^= 0xff // only the last chunk changes
+  writeFileSync(join(root, 'a'), tampered)
+  setMtimeNs(join(root, 'a'), T1, { noFollow: true })
+
+  const first: Ref = { hash: Buffer.from(a.ids.subarray(0, 16)), length: a.lengths[0]! }
+  const u1 = new Upload(nextId++, m, budget)
+  u1.addRefs([first])
+  const s1 = await u1.stage(commitMsg('x', first.length, first.hash), false)
+  t.strictSame(readFileSync(s1.tmpPath), original.subarray(0, first.length), 'the first chunk still verifies')
+  await u1.discard()
+
+  const last: Ref = { hash: Buffer.from(a.ids.subarray((n - 1) * 16)), length: a.lengths[n - 1]! }
+  const u2 = new Upload(nextId++, m, budget)
+  u2.addRefs([last])
+  t.equal(await stageCode(u2.stage(commitMsg('y', last.length, last.hash), false)), 'SFM_ERR_MISSING')
+  await u2.discard()
+  t.notOk(m.index.has(first.hash), 'after a failed verification nothing of that file is offered')
+  checkBudget(t, budget)
+})
+
+t.test('a mirror file cut short behind the server: a REF to it is SFM_ERR_MISSING', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const a = await put(m, budget, 'a', bytes(300_000, 11))
+  truncateSync(join(root, 'a'), 1000)
+  const u = new Upload(nextId++, m, budget)
+  u.addRefs([{ hash: a.contentId, length: a.size }])
+  t.equal(await stageCode(u.stage(commitMsg('b', a.size, a.contentId), false)), 'SFM_ERR_MISSING')
+  await u.discard()
+  t.notOk(m.index.has(a.contentId))
+  checkBudget(t, budget)
+})
+
+t.test('a file changed behind a stopped server: after the restart, a REF to the old content is SFM_ERR_MISSING', async (t) => {
+  const root = t.testdir()
+  const budget = new CountingBudget()
+  const m = await openMirror(t, { root })
+  const a = await put(m, budget, 'a', bytes(300_000, 12), T1)
+  await m.close()
+  writeFileSync(join(root, 'a'), bytes(300_000, 13))
+  setMtimeNs(join(root, 'a'), T1, { noFollow: true })
+
+  const again = await openMirror(t, { root })
+  const u = new Upload(nextId++, again, budget)
+  u.addRefs([{ hash: a.contentId, length: a.size }])
+  t.equal(await stageCode(u.stage(commitMsg('b', a.size, a.contentId), false)), 'SFM_ERR_MISSING')
+  await u.discard()
+  t.notOk(again.index.has(a.contentId))
+  checkBudget(t, budget)
+})
+
+t.test('discard() removes the temporary file and fails the upload', async (t) => {
+  const m = await openMirror(t, { root: t.testdir() })
+  const budget = new CountingBudget()
+  const data = bytes(200_000, 14)
+  const d = digestBuffer(data)
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunksOf(data, d))
+  await u.discard()
+  t.strictSame(readdirSync(m.tmpDir), [], 'the temporary file is gone')
+  t.ok(u.failed)
+  t.not(await stageCode(u.stage(commitMsg('f', data.length, d.contentId), false)), 'staged', 'a discarded upload cannot be staged')
+  await u.discard()
+  t.strictSame(readdirSync(m.tmpDir), [], 'the failed stage left nothing behind either')
+  checkBudget(t, budget)
+
+  // discarding an upload that never wrote anything is fine too
+  const empty = new Upload(nextId++, m, budget)
+  await empty.discard()
+  t.strictSame(readdirSync(m.tmpDir), [])
+})
+
+t.test('a staged file that is discarded instead of committed leaves nothing', async (t) => {
+  const m = await openMirror(t, { root: t.testdir() })
+  const budget = new CountingBudget()
+  const data = Buffer.from('short')
+  const u = new Upload(nextId++, m, budget)
+  u.addChunk({ type: 'chunk', uploadId: u.id, hash: hash128(data), data })
+  await u.stage(commitMsg('f', data.length, hash128(data)), false)
+  await u.discard()
+  t.strictSame(readdirSync(m.tmpDir), [])
+  checkBudget(t, budget)
+})
