@@ -256,7 +256,6 @@ async function commitFile(
     size: over.size ?? data.length,
     contentId: over.contentId ?? d.contentId,
   })
-  conn.closeUpload()
   return within(reply, `the reply to COMMIT ${path}`)
 }
 
@@ -614,7 +613,6 @@ t.test('a REFS to an unknown hash fails its COMMIT with SFM_ERR_MISSING naming t
   const id = await within(conn.openUpload(), 'an upload slot')
   conn.refs(id, [{ hash: unknown, length: 100 }])
   const reply = conn.commit({ type: 'commit', uploadId: id, path: 'refd.bin', mode: 0o644, mtimeNs: MTIME_NS, size: 100, contentId: unknown })
-  conn.closeUpload()
   const outcome = await within(reply, 'the reply to COMMIT')
   t.match(outcome, { ok: false, code: 'SFM_ERR_MISSING' }, 'SFM_ERR_MISSING')
   t.match(outcome.ok ? '' : outcome.message, unknown.toString('hex'), 'the text names the missing id in hex')
@@ -633,7 +631,6 @@ t.test('a REFS to content the server has builds the file from it', async (t) => 
   const id = await within(conn.openUpload(), 'an upload slot')
   conn.refs(id, [{ hash: d.contentId, length: data.length }])
   const reply = conn.commit({ type: 'commit', uploadId: id, path: 'copy.bin', mode: 0o600, mtimeNs: MTIME_NS, size: data.length, contentId: d.contentId })
-  conn.closeUpload()
   t.same(await within(reply, 'the reply to COMMIT'), { ok: true }, 'OK')
   t.same(readFileSync(join(run.root, 'copy.bin')), data, 'the copy has the same bytes')
 })

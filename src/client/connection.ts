@@ -73,6 +73,8 @@ export class Connection {
   private keepalive: NodeJS.Timeout | null = null
   private deadline: NodeJS.Timeout | null = null
   private onReady: ((w: Welcome) => void) | null = null
+  private haveQueue: Array<{ hash: Buffer; query: HaveQuery; index: number }> = []
+  private haveFlush: NodeJS.Immediate | null = null
 
   private constructor(
     private readonly socket: net.Socket,
@@ -143,16 +145,39 @@ export class Connection {
     return this.lastId
   }
 
-  /** Which of these ids the server has, in order (any number of hashes; split into frames as needed). */
-  async have(hashes: readonly Buffer[]): Promise<boolean[]> {
-    const out: boolean[] = []
-    const parts: Promise<readonly boolean[]>[] = []
-    for (let i = 0; i < hashes.length; i += MAX_HASHES) {
-      const slice = hashes.slice(i, i + MAX_HASHES)
-      parts.push(this.request((id) => ({ type: 'haveQuery', requestId: id, hashes: slice }), 'have'))
+  /**
+   * Which of these ids the server has, in order. Queries made in the same turn of the event loop (many
+   * small files read together) share HAVE? frames of up to MAX_HASHES ids: one round trip, not one each.
+   */
+  have(hashes: readonly Buffer[]): Promise<boolean[]> {
+    if (hashes.length === 0) return Promise.resolve([])
+    return new Promise((resolve, reject) => {
+      const answers = new Array<boolean>(hashes.length)
+      const query: HaveQuery = { answers, left: hashes.length, resolve, reject }
+      hashes.forEach((hash, i) => this.haveQueue.push({ hash, query, index: i }))
+      if (!this.haveFlush) this.haveFlush = setImmediate(() => this.flushHave())
+    })
+  }
+
+  private flushHave(): void {
+    this.haveFlush = null
+    const queue = this.haveQueue
+    this.haveQueue = []
+    for (let i = 0; i < queue.length; i += MAX_HASHES) {
+      const part = queue.slice(i, i + MAX_HASHES)
+      const hashes = part.map((q) => q.hash)
+      this.request((id) => ({ type: 'haveQuery', requestId: id, hashes }), 'have').then(
+        (have) => {
+          part.forEach((q, k) => {
+            q.query.answers[q.index] = have[k]!
+            if (--q.query.left === 0) q.query.resolve(q.query.answers)
+          })
+        },
+        (err: Error) => {
+          for (const q of part) q.query.reject(err)
+        },
+      )
     }
-    for (const p of parts) out.push(...(await p))
-    return out
   }
 
   list(): Promise<ListEntry[]> {
@@ -164,16 +189,20 @@ export class Connection {
     return this.request(make, 'outcome')
   }
 
-  /** Ends an upload; its reply comes under the upload's id [M-COMMIT-5]. */
+  /**
+   * Ends an upload; its reply comes under the upload's id [M-COMMIT-5]. Once the COMMIT is sent the
+   * upload no longer counts as open (it counts as a request in flight): its slot is given back then,
+   * not at the reply, so the pipeline is not limited to max_open_uploads files waiting for the disk.
+   */
   commit(msg: Commit): Promise<Outcome> {
-    return this.request(() => msg, 'outcome', msg.uploadId)
+    return this.request(() => msg, 'outcome', msg.uploadId, () => this.uploads.release())
   }
 
   /**
    * Sends a request and returns its reply promise. Waits for a free slot first, so the number of
    * requests in flight never exceeds the server's max_inflight [M-WELCOME-3].
    */
-  private async request<K extends Pending['kind']>(make: (id: number) => ClientMessage, kind: K, givenId?: number): Promise<ResultOf<K>> {
+  private async request<K extends Pending['kind']>(make: (id: number) => ClientMessage, kind: K, givenId?: number, onSent?: () => void): Promise<ResultOf<K>> {
     await this.inflight.acquire()
     this.check()
     const id = givenId ?? this.nextId()
@@ -183,18 +212,15 @@ export class Connection {
       const entry = { kind, count, resolve, reject, entries: [] } as unknown as Pending
       this.pending.set(id, entry)
       this.send(msg)
+      onSent?.()
     }).finally(() => this.inflight.release())
   }
 
-  /** An upload slot, taken in the order asked; release it after the COMMIT is sent (or ABORT). */
+  /** An upload slot, taken in the order asked; COMMIT or ABORT gives it back. */
   async openUpload(): Promise<number> {
     await this.uploads.acquire()
     this.check()
     return this.nextId()
-  }
-
-  closeUpload(): void {
-    this.uploads.release()
   }
 
   chunk(uploadId: number, hash: Buffer, data: Buffer): void {
@@ -207,8 +233,10 @@ export class Connection {
     for (let i = 0; i < refs.length; i += MAX_HASHES) this.send({ type: 'refs', uploadId, refs: refs.slice(i, i + MAX_HASHES) })
   }
 
+  /** Abandons an upload (or one never started: an upload whose streaming failed) and frees its slot. */
   abort(uploadId: number): void {
     if (!this.ended) this.send({ type: 'abort', uploadId })
+    this.uploads.release()
   }
 
   /** Resolves when the socket has room again; callers streaming data await it between chunks. */
@@ -347,10 +375,20 @@ export class Connection {
     setTimeout(() => this.socket.destroy(), 1_000).unref()
     for (const p of this.pending.values()) p.reject(err)
     this.pending.clear()
+    if (this.haveFlush) clearImmediate(this.haveFlush)
+    this.haveFlush = null
+    for (const q of this.haveQueue.splice(0)) q.query.reject(err)
     this.inflight?.drain()
     this.uploads?.drain()
     this.resolveClosed(err)
   }
+}
+
+interface HaveQuery {
+  answers: boolean[]
+  left: number
+  resolve: (answers: boolean[]) => void
+  reject: (err: Error) => void
 }
 
 type ResultOf<K> = K extends 'outcome' ? Outcome : K extends 'have' ? readonly boolean[] : K extends 'list' ? ListEntry[] : never

@@ -331,21 +331,19 @@ export class Syncer {
       this.opts.stats.dataBytesSent += dataBytes
       if (changed) {
         conn.abort(uploadId)
-        conn.closeUpload()
         release(false)
         this.retryLater(path)
         return
       }
       reply = conn.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
     } catch (err) {
-      conn.closeUpload()
+      conn.abort(uploadId)
       release(false)
       throw err
     }
     this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
     this.track(
       reply.then((o) => {
-        conn.closeUpload()
         if (o.ok) {
           for (const nodeId of allIds(file.tree)) this.opts.known.add(nodeId)
           this.opts.stats.files++

@@ -3,13 +3,13 @@
 // final place under `.sfm/` and renames them in, and keeps what it deletes or replaces in `.sfm/trash/`
 // for a grace period so that renames and copies across batches still find the old bytes.
 import { randomBytes } from 'node:crypto'
-import { constants as fsc, lstatSync } from 'node:fs'
-import { chmod, link, mkdir, open, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { chmodSync, constants as fsc, linkSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
+import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { digestFile, sameIdentity } from '../digest.js'
 import { FatalError, EXIT } from '../fatal.js'
 import { scanTree, type LocalEntry } from '../client/scan.js'
-import { setMtimeNs } from '../fs/native.js'
+import { nativeAvailable, setMtimeNs, syncFileSystem } from '../fs/native.js'
 import type { Logger } from '../log.js'
 import type { ListEntry } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
@@ -312,7 +312,7 @@ export class Mirror {
     if (old?.kind === 'dir') await this.moveToTrash(path, old, touched)
     else if (old) await this.keepCopyInTrash(path, old, abs, touched)
     try {
-      await rename(staged.tmpPath, abs)
+      renameSync(staged.tmpPath, abs)
     } catch (err) {
       throw fromFsError(err, path)
     }
@@ -364,7 +364,7 @@ export class Mirror {
     }
     if (old) await this.moveToTrash(path, old, touched)
     try {
-      await mkdir(abs, { mode: appliedMode('dir', mode) })
+      mkdirSync(abs, { mode: appliedMode('dir', mode) })
     } catch (err) {
       throw fromFsError(err, path)
     }
@@ -383,13 +383,13 @@ export class Mirror {
     const abs = join(this.root, path)
     const tmp = this.newTempPath('symlink')
     try {
-      await symlink(target, tmp)
+      symlinkSync(target, tmp)
       setMtimeNs(tmp, mtimeNs, { noFollow: true })
       const old = dir.children.get(name)
       if (old?.kind === 'dir') await this.moveToTrash(path, old, touched)
-      await rename(tmp, abs)
+      renameSync(tmp, abs)
     } catch (err) {
-      await rm(tmp, { force: true })
+      rmSync(tmp, { force: true })
       throw fromFsError(err, path)
     }
     const replaced = this.catalog.attach(dir, name, { kind: 'symlink', name, parent: null, mode: 0, mtimeNs, target })
@@ -419,7 +419,7 @@ export class Mirror {
     if (old && (old.kind === 'dir' || node.kind === 'dir')) await this.moveToTrash(to, old, touched)
     else if (old) await this.keepCopyInTrash(to, old, abs, touched)
     try {
-      await rename(srcAbs, abs)
+      renameSync(srcAbs, abs)
     } catch (err) {
       throw fromFsError(err, `${from} -> ${to}`)
     }
@@ -446,7 +446,7 @@ export class Mirror {
     try {
       if (node.kind === 'dir') await this.setDirAttrs(abs, node, mode, mtimeNs)
       else if (node.kind === 'file') {
-        await chmod(abs, appliedMode('file', mode))
+        chmodSync(abs, appliedMode('file', mode))
         setMtimeNs(abs, mtimeNs, { noFollow: true })
         node.mode = appliedMode('file', mode)
         node.mtimeNs = mtimeNs
@@ -465,7 +465,7 @@ export class Mirror {
   }
 
   private async setDirAttrs(abs: string, dir: DirNode, mode: number, mtimeNs: bigint): Promise<void> {
-    await chmod(abs, appliedMode('dir', mode))
+    chmodSync(abs, appliedMode('dir', mode))
     setMtimeNs(abs, mtimeNs, { noFollow: true })
     dir.mode = appliedMode('dir', mode)
     dir.mtimeNs = mtimeNs
@@ -484,7 +484,7 @@ export class Mirror {
       const dirPath = this.catalog.pathOf(dir)
       const abs = join(this.root, dirPath ? `${dirPath}/${name}` : name)
       try {
-        await mkdir(abs, { mode: 0o755 })
+        mkdirSync(abs, { mode: 0o755 })
       } catch (err) {
         throw fromFsError(err, abs)
       }
@@ -509,7 +509,7 @@ export class Mirror {
   private async moveToTrash(path: string, node: MirrorNode, touched: Touched): Promise<void> {
     const item = this.newTrashItem(path, node)
     try {
-      await rename(join(this.root, path), join(this.trashDir, item.name))
+      renameSync(join(this.root, path), join(this.trashDir, item.name))
     } catch (err) {
       throw fromFsError(err, path)
     }
@@ -525,7 +525,7 @@ export class Mirror {
     if (node.kind !== 'file') return
     const item = this.newTrashItem(path, node)
     try {
-      await link(abs, join(this.trashDir, item.name))
+      linkSync(abs, join(this.trashDir, item.name))
     } catch {
       return // only an optimisation: without the link the old bytes are simply not reusable
     }
@@ -581,14 +581,18 @@ export class Mirror {
     return removed
   }
 
-  /** Opens a mirror file for reading without following a symlink. */
-  async openForRead(node: FileNode) {
-    const abs = this.absPathOf(node)
-    if (!abs) return null
+  /** Whether flushAll() can flush the whole file system at once (the native addon is built). */
+  get canFlushAll(): boolean {
+    return nativeAvailable
+  }
+
+  /** Flushes everything the file system of the mirror holds in memory, with one syncfs(2). */
+  async flushAll(): Promise<void> {
+    const fh = await open(this.sfmDir, 'r')
     try {
-      return await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW)
-    } catch {
-      return null
+      await syncFileSystem(fh.fd)
+    } finally {
+      await fh.close()
     }
   }
 }

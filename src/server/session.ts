@@ -18,7 +18,7 @@ import { ServerMachine, type ServerAction, type ServerPolicy } from './machine.j
 import type { Mirror } from './mirror.js'
 import { Upload, type WriteBudget } from './upload.js'
 
-/** Unwritten upload bytes per connection before the server stops reading (PROTOCOL.md 12, 8 MiB). */
+/** Bytes of queued copies per connection before the server stops reading (PROTOCOL.md 12, 8 MiB). */
 const WRITE_HIGH_WATER_BYTES = 8 << 20
 const WRITE_LOW_WATER_BYTES = 4 << 20
 /** Entries per LISTING part: keeps each frame far below MAX_FRAME_BYTES even with long paths. */

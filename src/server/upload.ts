@@ -1,9 +1,13 @@
 // One upload being assembled into a temporary file under `.sfm/tmp/`: CHUNK data is verified and
-// written as it arrives; REFS are resolved through the content index, read back from the mirror,
-// verified chunk by chunk and copied. Nothing here is visible in the mirror until the applier renames
-// the finished file into place.
-import { constants as fsc } from 'node:fs'
-import { open, rm, type FileHandle } from 'node:fs/promises'
+// written as it arrives; REFS are resolved through the content index and copied from the mirror (in
+// the kernel from a file the server wrote and nobody touched since; otherwise read back and verified
+// chunk by chunk). Nothing here is visible in the mirror until the applier renames the finished file.
+//
+// Small work is done with synchronous system calls: a write of a chunk into the page cache, or the
+// metadata of a file, takes microseconds, where a round trip through the thread pool costs tens of
+// them and dominated the time of syncing many small files. Only what can take long (a flush, a big
+// copy) goes to the thread pool.
+import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, openSync, readSync, rmSync, writeSync } from 'node:fs'
 import { hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
 import { copyFileRange, setMtimeNsFd } from '../fs/native.js'
@@ -14,23 +18,28 @@ import type { Mirror, StagedFile } from './mirror.js'
 import { chunkOffsets, type FileNode } from './store/catalog.js'
 
 const COPY_BLOCK_BYTES = 1 << 20
+/** Ranges up to this size are copied with a read and a write on the main thread. */
+const SMALL_COPY_BYTES = 256 << 10
 
-/** Bytes accepted from the socket but not yet on disk; the session pauses reading above a bound. */
+/**
+ * Work accepted from the socket but not done yet (bytes of queued copies); the session stops reading
+ * above a bound, so a flood of REFS cannot queue without limit.
+ */
 export interface WriteBudget {
   take(bytes: number): void
   give(bytes: number): void
 }
 
 export class Upload {
-  private fd: FileHandle | null = null
-  private opening: Promise<FileHandle> | null = null
+  private fd: number | null = null
   private readonly tmpPath: string
   private size = 0
   private readonly ids: Buffer[] = []
   private readonly lengths: number[] = []
   /** Chunks sent as CHUNK in this upload, so later REFS may name them [REFS: "sent earlier"]. */
   private readonly own = new Map<string, { offset: number; length: number }>()
-  private chain: Promise<void> = Promise.resolve()
+  /** Copies from the mirror, one after another (each may open a file and take a while). */
+  private copies: Promise<void> = Promise.resolve()
   private failure: MirrorError | null = null
 
   constructor(
@@ -56,8 +65,11 @@ export class Upload {
     const offset = this.size
     this.record(msg.hash, data.length)
     this.own.set(hashKey(msg.hash), { offset, length: data.length })
-    this.budget.take(data.length)
-    this.enqueue((fd) => writeAll(fd, data, offset), data.length)
+    try {
+      writeAllSync(this.handle(), data, offset) // positional: independent of copies still under way
+    } catch (err) {
+      this.fail(fromFsError(err, 'upload'))
+    }
   }
 
   addRefs(refs: readonly Ref[]): void {
@@ -72,7 +84,11 @@ export class Upload {
     const own = this.own.get(hashKey(ref.hash))
     if (own && own.length === ref.length) {
       this.record(ref.hash, ref.length)
-      this.enqueue((fd) => copyWithin(fd, own.offset, offset, own.length))
+      try {
+        copySync(this.handle(), own.offset, this.handle(), offset, own.length) // written already: CHUNK writes are synchronous
+      } catch (err) {
+        this.fail(fromFsError(err, 'upload'))
+      }
       return
     }
     const loc = this.mirror.index.lookup(ref.hash).find((l) => l.length === ref.length)
@@ -92,23 +108,42 @@ export class Upload {
     for (let i = first; i < last; i++) {
       this.record(loc.file.manifest.ids.subarray(i * 16, i * 16 + 16), loc.file.manifest.lengths[i]!)
     }
-    this.enqueue((fd) => this.copyFromMirror(fd, loc.file, first, last, offset, ref.hash))
+    this.budget.take(ref.length)
+    this.copies = this.copies.then(async () => {
+      try {
+        if (!this.failure) await this.copyFromMirror(loc.file, first, last, offset, ref.hash)
+      } catch (err) {
+        this.fail(fromFsError(err, 'upload'))
+      } finally {
+        this.budget.give(ref.length)
+      }
+    })
   }
 
   /**
-   * Copies chunks [first, last) of a mirror file to `dst` [M-SEM-3]. A file the server wrote and that
-   * has not changed since (same inode, size, mtime and ctime) is copied inside the kernel, cloned where
-   * the file system can; any other is read, and each chunk checked against its id.
+   * Copies chunks [first, last) of a mirror file into this upload at `dstOffset` [M-SEM-3]. A file the
+   * server wrote and that has not changed since (same inode, size, mtime and ctime) is copied as is:
+   * in the kernel for big ranges, cloned where the file system can. Any other is read, and each chunk
+   * checked against its id.
    */
-  private async copyFromMirror(dst: FileHandle, file: FileNode, first: number, last: number, dstOffset: number, id: Buffer) {
-    const src = await this.mirror.openForRead(file)
-    if (!src) throw new MirrorError('SFM_ERR_MISSING', `content ${id.toString('hex')} is gone`)
+  private async copyFromMirror(file: FileNode, first: number, last: number, dstOffset: number, id: Buffer): Promise<void> {
+    const abs = this.mirror.absPathOf(file)
+    let src: number
     try {
+      if (abs === null) throw new Error('gone')
+      src = openSync(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW)
+    } catch {
+      throw new MirrorError('SFM_ERR_MISSING', `content ${id.toString('hex')} is gone`)
+    }
+    try {
+      const dst = this.handle()
       const offsets = chunkOffsets(file)
-      const st = await src.stat({ bigint: true })
+      const start = offsets[first]!
+      const bytes = offsets[last]! - start
+      const st = fstatSync(src, { bigint: true })
       if (st.ino === file.ino && Number(st.size) === file.size && st.mtimeNs === file.mtimeNs && st.ctimeNs === file.ctimeNs) {
-        const bytes = offsets[last]! - offsets[first]!
-        if ((await copyFileRange(src.fd, offsets[first]!, dst.fd, dstOffset, bytes)) !== bytes) throw this.stale(file, id)
+        const copied = bytes <= SMALL_COPY_BYTES ? copySync(src, start, dst, dstOffset, bytes) : await copyFileRange(src, start, dst, dstOffset, bytes)
+        if (copied !== bytes) throw this.stale(file, id)
         return
       }
       const buf = Buffer.allocUnsafe(COPY_BLOCK_BYTES + (1 << 20)) // a block plus one chunk of any size
@@ -118,21 +153,21 @@ export class Upload {
         // read a run of whole chunks, at most COPY_BLOCK_BYTES (or one chunk if it is larger)
         let j = i + 1
         while (j < last && offsets[j + 1]! - offsets[i]! <= COPY_BLOCK_BYTES) j++
-        const start = offsets[i]!
-        const bytes = offsets[j]! - start
-        const view = buf.subarray(0, bytes)
-        const { bytesRead } = await src.read(view, 0, bytes, start)
-        if (bytesRead !== bytes) throw this.stale(file, id)
+        const runStart = offsets[i]!
+        const runBytes = offsets[j]! - runStart
+        const view = buf.subarray(0, runBytes)
+        if (readAllSync(src, view, runStart) !== runBytes) throw this.stale(file, id)
         for (let k = i; k < j; k++) {
-          const chunk = view.subarray(offsets[k]! - start, offsets[k + 1]! - start)
+          const chunk = view.subarray(offsets[k]! - runStart, offsets[k + 1]! - runStart)
           if (!hash128(chunk).equals(file.manifest.ids.subarray(k * 16, k * 16 + 16))) throw this.stale(file, id)
         }
-        await writeAll(dst, view, out)
-        out += bytes
+        writeAllSync(dst, view, out)
+        out += runBytes
         i = j
+        await new Promise<void>((resolve) => setImmediate(resolve)) // let the socket breathe between blocks
       }
     } finally {
-      await src.close()
+      closeSync(src)
     }
   }
 
@@ -142,12 +177,11 @@ export class Upload {
   }
 
   /**
-   * Waits for every write, checks the result against the COMMIT [M-COMMIT-1], sets mode and mtime,
-   * and flushes the data if asked. Returns what the mirror needs to rename it into place.
+   * Waits for the copies, checks the result against the COMMIT [M-COMMIT-1], sets mode and mtime, and
+   * flushes the data if asked. Returns what the mirror needs to rename it into place.
    */
   async stage(commit: Commit, fsync: boolean): Promise<StagedFile> {
-    const fd = await this.handle()
-    await this.chain
+    await this.copies
     if (this.failure) throw this.failure
     if (this.size !== commit.size) {
       throw new MirrorError('SFM_ERR_CONTENT_MISMATCH', `upload has ${this.size} bytes, COMMIT says ${commit.size}`)
@@ -159,10 +193,11 @@ export class Upload {
       throw new MirrorError('SFM_ERR_CONTENT_MISMATCH', `content id of ${commit.path} does not match its chunks`)
     }
     try {
-      await fd.chmod(appliedMode('file', commit.mode))
-      setMtimeNsFd(fd.fd, commit.mtimeNs)
-      if (fsync) await fd.datasync()
-      const st = await fd.stat({ bigint: true })
+      const fd = this.handle()
+      fchmodSync(fd, appliedMode('file', commit.mode))
+      setMtimeNsFd(fd, commit.mtimeNs)
+      if (fsync) await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())))
+      const st = fstatSync(fd, { bigint: true })
       return {
         tmpPath: this.tmpPath,
         size: this.size,
@@ -175,16 +210,16 @@ export class Upload {
     } catch (err) {
       throw fromFsError(err, commit.path)
     } finally {
-      await this.closeHandle()
+      this.closeHandle()
     }
   }
 
   /** Drops the temporary file (ABORT, a failed COMMIT, or a closed connection). */
   async discard(): Promise<void> {
     this.failure ??= new MirrorError('SFM_ERR_IO', 'upload abandoned')
-    await this.chain
-    await this.closeHandle()
-    await rm(this.tmpPath, { force: true })
+    await this.copies
+    this.closeHandle()
+    rmSync(this.tmpPath, { force: true })
   }
 
   private record(id: Uint8Array, length: number): void {
@@ -193,40 +228,24 @@ export class Upload {
     this.size += length
   }
 
-  /**
-   * Queues work on the temporary file, in order. `budgeted` bytes of socket data it holds are given
-   * back to the budget when it is done, and also when it is skipped because the upload failed.
-   */
-  private enqueue(work: (fd: FileHandle) => Promise<void>, budgeted = 0): void {
-    this.chain = this.chain.then(async () => {
-      try {
-        if (!this.failure) await work(await this.handle())
-      } catch (err) {
-        this.fail(fromFsError(err, 'upload'))
-      } finally {
-        if (budgeted > 0) this.budget.give(budgeted)
-      }
-    })
-  }
-
   private fail(err: MirrorError): void {
     this.failure ??= err
   }
 
-  private handle(): Promise<FileHandle> {
-    if (this.fd) return Promise.resolve(this.fd)
-    this.opening ??= open(this.tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600).then((fd) => {
-      this.fd = fd
-      return fd
-    })
-    return this.opening
+  private handle(): number {
+    this.fd ??= openSync(this.tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600)
+    return this.fd
   }
 
-  private async closeHandle(): Promise<void> {
-    const fd = this.fd ?? (this.opening ? await this.opening.catch(() => null) : null)
+  private closeHandle(): void {
+    if (this.fd !== null) {
+      try {
+        closeSync(this.fd)
+      } catch {
+        // already closed: nothing to release
+      }
+    }
     this.fd = null
-    this.opening = null
-    if (fd) await fd.close().catch(() => {})
   }
 }
 
@@ -244,17 +263,24 @@ function findChunk(offsets: Float64Array, offset: number): number {
   return -1
 }
 
-async function writeAll(fd: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let done = 0
-  while (done < data.length) {
-    const { bytesWritten } = await fd.write(data, done, data.length - done, position + done)
-    done += bytesWritten
-  }
+function writeAllSync(fd: number, data: Uint8Array, position: number): void {
+  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position + done)
 }
 
-async function copyWithin(fd: FileHandle, from: number, to: number, length: number): Promise<void> {
+function readAllSync(fd: number, into: Buffer, position: number): number {
+  let n = 0
+  while (n < into.length) {
+    const got = readSync(fd, into, n, into.length - n, position + n)
+    if (got === 0) break
+    n += got
+  }
+  return n
+}
+
+/** Copies a small range with one read and one write; returns the bytes copied (fewer at end of file). */
+function copySync(src: number, from: number, dst: number, to: number, length: number): number {
   const buf = Buffer.allocUnsafe(length)
-  const { bytesRead } = await fd.read(buf, 0, length, from)
-  if (bytesRead !== length) throw new MirrorError('SFM_ERR_IO', 'short read of an earlier chunk')
-  await writeAll(fd, buf, to)
+  const n = readAllSync(src, buf, from)
+  writeAllSync(dst, buf.subarray(0, n), to)
+  return n
 }
