@@ -10,6 +10,8 @@ export const EXIT = {
   ENVIRONMENT: 3,
   /** Authentication failed or the server is owned by another client. */
   REFUSED: 4,
+  /** A safety check held changes back: the folder looks replaced or empty, or too much would be deleted. */
+  HELD: 5,
 } as const
 
 export class FatalError extends Error {

@@ -1,5 +1,6 @@
 // `sfmc <dir> <host>:<port>`: the command line of the client. main() returns the exit code.
 import { SfmClient } from '../client/client.js'
+import { parseDeleteLimit, type DeleteLimit } from '../client/safety.js'
 import { formatBytes, type SyncStats } from '../client/stats.js'
 import { EXIT, FatalError } from '../fatal.js'
 import { VERSION } from '../version.js'
@@ -17,6 +18,15 @@ Options:
   --tls                    connect with TLS (verified against the system's CAs)
   --tls-ca FILE            trust this CA certificate (PEM) for the server
   --tls-fingerprint HEX    accept only the server certificate with this SHA-256
+  --max-delete N|P%|all    hold back the deletes of a pass that would delete more
+                           than N entries (or P% of the mirror) until the files are
+                           back; default 50% (20 entries or fewer always go ahead)
+  --allow-empty            mirror an empty folder over a non-empty mirror (held back
+                           otherwise: an unmounted disk looks empty)
+  --accept-new-root        accept that the folder is not the one mirrored last time
+                           (another device or inode: held back otherwise)
+  --state-dir DIR          where that identity is kept (default $SFM_STATE_DIR,
+                           systemd's $STATE_DIRECTORY, or ~/.local/state/sfm)
   --cache-entries N        remember at most N ids of content the server has
                            (skips asking for them again; default 1048576)
   --cache-mb N             ...and use at most N MiB for that (default 64)
@@ -29,7 +39,9 @@ Options:
 Send SIGUSR1 to print the statistics so far (files, bytes, bytes on the wire, saved by dedup).
 
 Exit codes: 0 done, 1 sync failed or the folder vanished, 2 bad command line,
-3 unusable folder or file, 4 refused by the server (token, TLS, version).
+3 unusable folder or file, 4 refused by the server (token, TLS, version),
+5 changes held back by a safety check (see --max-delete, --allow-empty,
+--accept-new-root).
 `
 
 export interface Io {
@@ -66,8 +78,8 @@ function summaryLine(t: Snapshot, json: boolean): string {
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   try {
     const args = parseArgs(argv, {
-      boolean: ['once', 'tls', ...OUTPUT_FLAGS],
-      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb'],
+      boolean: ['once', 'tls', 'allow-empty', 'accept-new-root', ...OUTPUT_FLAGS],
+      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb', 'max-delete', 'state-dir'],
       alias: OUTPUT_ALIASES,
     })
     if (args['help']) return io.stdout(CLIENT_HELP), EXIT.OK
@@ -78,6 +90,16 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
     const { host, port } = parseHostPort(target)
     const log = loggerFrom(args, io.stderr)
     const useTls = Boolean(args['tls'] || args['tls-ca'] || args['tls-fingerprint'])
+    const fingerprint = args['tls-fingerprint'] as string | undefined
+    if (fingerprint !== undefined && !/^[0-9a-fA-F]{64}$/.test(fingerprint.replace(/:/g, ''))) {
+      throw new FatalError('--tls-fingerprint takes the SHA-256 of the server certificate: 64 hex digits, colons optional', EXIT.USAGE)
+    }
+    let deleteLimit: DeleteLimit | undefined
+    if (args['max-delete'] !== undefined) {
+      const parsed = parseDeleteLimit(String(args['max-delete']))
+      if (!parsed) throw new FatalError(`--max-delete takes a number, a percentage (50%) or "all", not ${JSON.stringify(String(args['max-delete']))}`, EXIT.USAGE)
+      deleteLimit = parsed
+    }
     const client = new SfmClient({
       root: dir,
       host,
@@ -94,6 +116,10 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
         entries: parseCount(args['cache-entries'], '--cache-entries'),
         bytes: mib(parseCount(args['cache-mb'], '--cache-mb')),
       },
+      deleteLimit,
+      allowEmpty: Boolean(args['allow-empty']),
+      acceptNewRoot: Boolean(args['accept-new-root']),
+      stateDir: args['state-dir'] !== undefined ? String(args['state-dir']) : undefined,
       log,
       onApplied: args['verbose'] ? (what, path) => log.info(`${what} ${path}`) : undefined,
       onReconciled: (s) => {

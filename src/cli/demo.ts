@@ -31,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
       port,
       once: false,
       token: null,
+      stateDir: null, // a fresh mirror every time: nothing to protect across runs
       log,
       onApplied: (what, path) => process.stdout.write(`${stamp()}  ${what.padEnd(10)} ${path}\n`),
       onReconciled: () => {},

@@ -36,6 +36,10 @@ Exit codes: 0 stopped by SIGTERM/SIGINT, 1 failure, 2 bad command line,
 3 unusable folder, port or file.
 `
 
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   try {
     const args = parseArgs(argv, {
@@ -66,7 +70,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       log,
     })
     const a = server.address()
-    log.info(`sfmd ${VERSION} serving ${dir} on ${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`)
+    log.info(`sfmd ${VERSION} serving ${dir} on ${hostPort(a.host, a.port)}`)
     await new Promise<void>((resolve) => {
       if (io.onStop) io.onStop(resolve)
     })

@@ -12,6 +12,7 @@ import { VERSION } from '../version.js'
 import { LockHeld, PidLock } from '../util/pid-lock.js'
 import { Connection, ConnectionError, type TlsOptions } from './connection.js'
 import { KnownContent, type CacheLimits } from './known.js'
+import { checkRootIdentity, defaultStateDir, RootRecord, type DeleteLimit } from './safety.js'
 import { SyncStats } from './stats.js'
 import { RootChangedError, Syncer } from './syncer.js'
 import { watchFolder, type FolderWatch, type WatchError } from './watch.js'
@@ -31,6 +32,12 @@ export interface ClientOptions {
   onApplied?: (what: string, path: string) => void
   /** Called after each reconcile with the statistics so far. */
   onReconciled?: (stats: SyncStats) => void
+  /** Where the identity of the mirrored folder is remembered; null turns the check off. */
+  stateDir?: string | null
+  /** Accept a folder other than the one recorded last time (and record it). */
+  acceptNewRoot?: boolean
+  allowEmpty?: boolean
+  deleteLimit?: DeleteLimit
 }
 
 const BACKOFF_FIRST_MS = 250
@@ -61,7 +68,21 @@ export class SfmClient {
     const id = hash128(Buffer.from(`${hostname()}\0${real}\0${process.getuid?.() ?? 0}`))
     await this.lock(id)
     try {
+      await checkRootIdentity({
+        root: real,
+        record: o.stateDir === null ? null : new RootRecord(o.stateDir ?? defaultStateDir(process.env), id),
+        accept: o.acceptNewRoot ?? false,
+        wait: !o.once,
+        onWaiting: (message) => o.log.warn(message),
+        stopped: () => this.stopped,
+      }).catch((err: unknown) => {
+        if ((err as { code?: string }).code === 'SFM_ROOT_GONE') throw new FatalError((err as Error).message, EXIT.ENVIRONMENT)
+        throw err
+      })
+      if (this.stopped) return EXIT.OK
       const syncer = new Syncer({
+        deleteLimit: o.deleteLimit,
+        allowEmpty: o.allowEmpty,
         root: real,
         log: o.log,
         known: new KnownContent(o.cache),
@@ -95,6 +116,7 @@ export class SfmClient {
     let backoff = BACKOFF_FIRST_MS
     let lastConnected = Date.now()
     let lastError = ''
+    let noGreeting = 0 // closes before the server's greeting, in a row
     while (!this.stopped) {
       if (this.fatal) throw this.fatal
       let conn: Connection
@@ -103,7 +125,9 @@ export class SfmClient {
       } catch (err) {
         const e = err as ConnectionError
         if (!e.retry) throw new FatalError(`cannot sync with ${o.host}:${o.port}: ${e.message}`, EXIT.REFUSED)
-        if (e.message !== lastError) o.log.warn(`${e.message}; retrying`)
+        noGreeting = e.code === 'SFM_ERR_NO_GREETING' ? noGreeting + 1 : 0
+        if (noGreeting >= 3) throw new FatalError(e.message, EXIT.REFUSED)
+        if (e.message !== lastError && e.code !== 'SFM_ERR_NO_GREETING') o.log.warn(`${e.message}; retrying`)
         lastError = e.message
         if (o.once && Date.now() - lastConnected > (o.giveUpAfterMs ?? 60_000)) {
           throw new FatalError(`gave up: ${e.message}`, EXIT.FAILURE)
@@ -114,7 +138,8 @@ export class SfmClient {
       }
       this.conn = conn
       lastError = ''
-      o.log.info(`connected to ${o.host}:${o.port}`)
+      noGreeting = 0
+      o.log.info(`connected to ${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port}`)
       try {
         await syncer.run(conn, o.once)
         conn.close()

@@ -39,7 +39,7 @@ export interface ConnectOptions {
 /** Why a connection could not be made or ended; `retry` says whether trying again can help. */
 export class ConnectionError extends Error {
   constructor(
-    readonly code: ErrorName | 'SFM_ERR_UNKNOWN' | 'SFM_ERR_NOT_SFM' | 'SFM_ERR_NETWORK',
+    readonly code: ErrorName | 'SFM_ERR_UNKNOWN' | 'SFM_ERR_NOT_SFM' | 'SFM_ERR_NETWORK' | 'SFM_ERR_NO_GREETING',
     message: string,
     readonly retry: boolean,
   ) {
@@ -132,8 +132,14 @@ export class Connection {
       }
       socket.once(socket instanceof tls.TLSSocket ? 'secureConnect' : 'connect', start)
       socket.on('data', (d) => this.onData(d))
-      socket.on('error', (err: NodeJS.ErrnoException) => this.end(networkError(err, opts.host, opts.port)))
-      socket.on('close', () => this.end(new ConnectionError('SFM_ERR_NETWORK', 'connection closed by the server', true)))
+      socket.on('error', (err: NodeJS.ErrnoException) => this.end(networkError(err, opts.host, opts.port, Boolean(opts.tls))))
+      socket.on('close', () => {
+        // An sfm server greets at once (MAGIC); a close before any byte is a TLS server seeing plain
+        // bytes, or a server refusing connections for a moment. The caller decides after a few.
+        if (this.socket.bytesRead === 0 && !opts.tls) {
+          this.end(new ConnectionError('SFM_ERR_NO_GREETING', `${opts.host}:${opts.port} closed the connection without greeting: if it is a TLS server, use --tls`, true))
+        } else this.end(new ConnectionError('SFM_ERR_NETWORK', 'connection closed by the server', true))
+      })
     })
   }
 
@@ -393,7 +399,11 @@ interface HaveQuery {
 
 type ResultOf<K> = K extends 'outcome' ? Outcome : K extends 'have' ? readonly boolean[] : K extends 'list' ? ListEntry[] : never
 
-function networkError(err: NodeJS.ErrnoException, host: string, port: number): ConnectionError {
+function networkError(err: NodeJS.ErrnoException, host: string, port: number, tlsUsed: boolean): ConnectionError {
+  const firstLine = (err.message.split('\n')[0] ?? '').replace(/^.*routines::?/, '').trim()
+  if (tlsUsed && (err.code === 'ERR_SSL_WRONG_VERSION_NUMBER' || err.code?.startsWith('ERR_SSL_'))) {
+    return new ConnectionError('SFM_ERR_AUTH_FAILED', `TLS with ${host}:${port} failed (${err.code}): the server does not seem to speak TLS; drop --tls or start sfmd with --tls-cert/--tls-key`, false)
+  }
   switch (err.code) {
     case 'ECONNREFUSED':
       return new ConnectionError('SFM_ERR_NETWORK', `nothing is listening on ${host}:${port} (is sfmd running?)`, true)
@@ -402,8 +412,8 @@ function networkError(err: NodeJS.ErrnoException, host: string, port: number): C
       return new ConnectionError('SFM_ERR_NETWORK', `cannot resolve host ${host}`, true)
     default:
       if (err.code?.startsWith('ERR_TLS') || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN' || err.code === 'CERT_HAS_EXPIRED') {
-        return new ConnectionError('SFM_ERR_AUTH_FAILED', `TLS: ${err.message}`, false)
+        return new ConnectionError('SFM_ERR_AUTH_FAILED', `TLS: ${firstLine}`, false)
       }
-      return new ConnectionError('SFM_ERR_NETWORK', `${host}:${port}: ${err.message}`, true)
+      return new ConnectionError('SFM_ERR_NETWORK', `${host}:${port}: ${firstLine}`, true)
   }
 }

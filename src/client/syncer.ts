@@ -13,6 +13,7 @@ import type { KnownContent } from './known.js'
 import { plan, type Op } from './planner.js'
 import { RemoteTree, type RemoteEntry } from './remote.js'
 import { rootIdentity, sameRoot, scanTree, statEntry, type LocalEntry, type RootIdentity } from './scan.js'
+import { DEFAULT_DELETE_LIMIT, HeldBack, describeLimit, overLimit, type DeleteLimit } from './safety.js'
 import type { SyncStats } from './stats.js'
 import { allIds, negotiate, readFileDigest, streamSpans, type NotReady, type PreparedFile, type Span } from './uploader.js'
 
@@ -32,7 +33,14 @@ export interface SyncerOptions {
   onApplied?: (what: string, path: string) => void
   /** Called when a reconcile of the whole tree is finished and confirmed. */
   onReconciled?: () => void
+  /** How much one pass may delete before its deletes are held back (default 50%). */
+  deleteLimit?: DeleteLimit
+  /** Mirror an empty folder over a non-empty mirror (otherwise held back: an unmounted disk?). */
+  allowEmpty?: boolean
 }
+
+/** How often held-back changes are looked at again, to let them go once their reason is gone. */
+const HELD_RECHECK_MS = 3_000
 
 interface Prepared {
   kind: 'prepared'
@@ -66,6 +74,9 @@ export class Syncer {
   private readonly inflight = new Map<string, Promise<boolean>>()
   /** Paths that could not be synced after all attempts (reported by --once). */
   readonly gaveUp = new Set<string>()
+  /** Why changes are being held back right now, or null. */
+  private held: string | null = null
+  private once = false
 
   constructor(private readonly opts: SyncerOptions) {}
 
@@ -91,6 +102,7 @@ export class Syncer {
    */
   async run(conn: Connection, once: boolean): Promise<void> {
     this.conn = conn
+    this.once = once
     this.opts.known.useMirror(conn.welcome.mirrorId)
     this.remote = new RemoteTree(await conn.list())
     this.full = true
@@ -105,6 +117,7 @@ export class Syncer {
         reconciled = true
         this.opts.onReconciled?.()
       }
+      if (once && this.held) throw new HeldBack(this.held)
       if (once && !this.full && this.dirty.size === 0) return
       if (once) continue
       await Promise.race([new Promise<void>((resolve) => (this.wake = resolve)), closed])
@@ -167,8 +180,56 @@ export class Syncer {
     // what a move brings along must be compared too: the folder may differ from it below the target
     for (const m of renames) for (const q of this.remote.below(m.from)) candidates.add(m.to + q.slice(m.from.length))
     this.rememberInodes(local, candidates)
-    const ops = plan({ candidates, local, remote: this.remote, renames })
+    const ops = this.guard(plan({ candidates, local, remote: this.remote, renames }), full, local.size, candidates)
     await this.execute(ops)
+  }
+
+  /**
+   * Holds back what looks like an accident rather than an intent: everything when the folder is empty
+   * but the mirror is not, and the deletes of a pass that would delete more than the limit. What is held
+   * is looked at again every few seconds and goes ahead by itself once it is no longer asked for (the
+   * files are back); in --once mode the run ends with an error instead.
+   */
+  private guard(ops: Op[], full: boolean, localEntries: number, candidates: Set<string>): Op[] {
+    let reason: string | null = null
+    let kept = ops
+    const emptying = full && localEntries === 0 && this.remote.size > 0
+    if (emptying && this.opts.allowEmpty) {
+      // asked for explicitly: an empty folder is meant to empty the mirror, whatever the delete limit
+    } else if (emptying) {
+      reason =
+        `${this.opts.root} is empty but the mirror has ${this.remote.size} entries: nothing is deleted ` +
+        `(is a disk not mounted?); to mirror an empty folder, start with --allow-empty`
+      kept = []
+    } else {
+      const deletes = ops.filter((op) => op.kind === 'delete')
+      const deleting = deletes.reduce((n, op) => n + 1 + [...this.remote.below((op as { path: string }).path)].length, 0)
+      const limit = this.opts.deleteLimit ?? DEFAULT_DELETE_LIMIT
+      if (overLimit(limit, deleting, this.remote.size)) {
+        reason =
+          `this would delete ${deleting} of the mirror's ${this.remote.size} entries, more than --max-delete ` +
+          `${describeLimit(limit)}: the deletes are held back until the files are back, or restart with a higher --max-delete`
+        kept = ops.filter((op) => op.kind !== 'delete')
+      }
+    }
+    if (reason === null) {
+      if (this.held) this.opts.log.info('held-back changes are no longer needed or now allowed; syncing normally')
+      this.held = null
+      return ops
+    }
+    if (reason !== this.held) this.opts.log.warn(reason)
+    this.held = reason
+    if (!this.once) {
+      const again = full ? null : [...candidates]
+      setTimeout(() => {
+        if (again) this.markChanged(again)
+        else {
+          this.full = true
+          this.wake?.()
+        }
+      }, HELD_RECHECK_MS).unref()
+    }
+    return kept
   }
 
   /** Stops with an error if the folder is gone or was replaced: never a mass delete [issue: vanished root]. */

@@ -19,7 +19,8 @@ export interface ServerOptions {
   token?: Buffer | null
   insecure?: boolean
   tls?: { cert: Buffer; key: Buffer }
-  maxConnections?: number
+  /** Connections still in their handshake at once; beyond it the oldest is dropped (sfm: 256). */
+  maxPending?: number
   maxOpenUploads?: number
   maxInflight?: number
   keepaliveMs?: number
@@ -29,6 +30,10 @@ export interface ServerOptions {
 }
 
 const STOP_GRACE_MS = 4_000
+
+function oneLine(err: unknown): string {
+  return ((err as Error).message ?? String(err)).split('\n')[0]!.replace(/^error:[0-9A-F]+:/, '')
+}
 
 export class SfmServer {
   private readonly sessions = new Set<Session>()
@@ -44,11 +49,19 @@ export class SfmServer {
 
   static async start(opts: ServerOptions): Promise<SfmServer> {
     const log = opts.log
+    // The certificate and key are checked before the folder is touched.
+    if (opts.tls) {
+      try {
+        tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key })
+      } catch (err) {
+        throw new FatalError(`cannot use the TLS certificate and key: ${oneLine(err)}`, EXIT.ENVIRONMENT)
+      }
+    }
     const mirror = await Mirror.open({ root: opts.root, adopt: opts.adopt ?? false, trashTtlMs: opts.trashTtlMs, index: opts.index, log })
     const applier = new Applier(mirror, opts.fsync, log)
     const listener = opts.tls ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key }) : net.createServer()
-    listener.maxConnections = opts.maxConnections ?? 64
     const server = new SfmServer(listener, mirror, applier, log)
+    const maxPending = opts.maxPending ?? 256
     const policy = {
       token: opts.token ?? null,
       insecure: opts.insecure ?? false,
@@ -59,6 +72,10 @@ export class SfmServer {
     }
     listener.on(opts.tls ? 'secureConnection' : 'connection', (socket: net.Socket) => {
       if (server.stopping) return void socket.destroy()
+      // Hundreds of idle or garbage connections must not lock the real client out: when too many are
+      // still in their handshake, the oldest of them goes (it has had the longest to say HELLO).
+      const pending = [...server.sessions].filter((s) => !s.isReady)
+      if (pending.length >= maxPending) pending[0]!.terminate('SFM_ERR_LIMIT', 'too many connections in their handshake; the oldest is dropped')
       const session = new Session(socket, {
         mirror,
         applier,
@@ -74,10 +91,11 @@ export class SfmServer {
     await new Promise<void>((resolve, reject) => {
       listener.once('error', (err: NodeJS.ErrnoException) => {
         void mirror.close()
+        const where = opts.host ? `port ${opts.port} on ${opts.host}` : `port ${opts.port}`
         if (err.code === 'EADDRINUSE') {
-          reject(new FatalError(`port ${opts.port} on ${opts.host} is already in use; choose another with --port`, EXIT.ENVIRONMENT))
+          reject(new FatalError(`${where} is already in use; choose another with --port`, EXIT.ENVIRONMENT))
         } else if (err.code === 'EACCES') {
-          reject(new FatalError(`not allowed to listen on ${opts.host}:${opts.port}; use a port above 1023`, EXIT.ENVIRONMENT))
+          reject(new FatalError(`not allowed to listen on ${where}; use a port above 1023`, EXIT.ENVIRONMENT))
         } else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') {
           reject(new FatalError(`cannot listen on ${opts.host}: no such local address`, EXIT.ENVIRONMENT))
         } else reject(err)

@@ -46,6 +46,7 @@ export class Session {
   private helloTimer: NodeJS.Timeout | null
   private idleTimer: NodeJS.Timeout | null = null
   private unwritten = 0
+  private helloDone = false
   private readonly budget: WriteBudget
 
   constructor(
@@ -75,6 +76,10 @@ export class Session {
     socket.on('data', (data) => this.onData(data))
     socket.on('error', () => this.shutdown('connection error'))
     socket.on('close', () => this.shutdown('connection closed'))
+  }
+
+  get isReady(): boolean {
+    return this.machine.state === 'ready'
   }
 
   /** Ends the session from the server's side (shutdown, or a newer session of the same client). */
@@ -108,6 +113,7 @@ export class Session {
           setTimeout(() => this.socket.destroy(), 2_000).unref()
           break
         case 'ready':
+          this.helloDone = true
           this.clientName = a.clientName
           if (this.helloTimer) clearTimeout(this.helloTimer)
           this.helloTimer = null
@@ -119,6 +125,8 @@ export class Session {
           this.onRequest(a.message)
           break
         case 'closed':
+          // A client that gives up in its handshake (no token, the wrong server) is worth a line.
+          if (!this.helloDone) this.deps.log.warn(`connection from ${this.peer} ended in its handshake: ${a.reason}`)
           this.socket.end()
           this.shutdown(a.reason)
           break

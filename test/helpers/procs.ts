@@ -1,11 +1,17 @@
 // Real sfmd and sfmc processes for end-to-end tests, on 127.0.0.1, stopped by pid at teardown.
 // Every wait here has a deadline.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describeTree, firstDifference } from './tree.js'
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url))
+// Clients remember the identity of the folder they mirror (src/client/safety.ts). Test folders are made
+// again at the same paths on every run, so each test process keeps that memory in a directory of its own.
+const STATE_DIR = mkdtempSync(join(tmpdir(), 'sfm-test-state-'))
+process.on('exit', () => rmSync(STATE_DIR, { recursive: true, force: true }))
 export const SFMD = `${REPO}bin/sfmd.js`
 export const SFMC = `${REPO}bin/sfmc.js`
 
@@ -31,7 +37,7 @@ export interface Proc {
 
 export function spawnNode(t: Teardown, script: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const child = spawn(process.execPath, [script, ...args], {
-    env: { ...process.env, ...env },
+    env: { ...process.env, SFM_STATE_DIR: STATE_DIR, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
