@@ -9,6 +9,8 @@ import { createLogger, type Level, type Logger } from '../log.js'
 export interface FlagSpec {
   boolean: string[]
   string: string[]
+  /** String flags that may be given more than once (their value is then a list). */
+  repeatable?: string[]
   alias?: Record<string, string>
 }
 
@@ -33,8 +35,8 @@ export function parseArgs(argv: string[], spec: FlagSpec): Parsed {
   if (unknown !== null) throw new FatalError(`unknown option ${unknown} (see --help)`, EXIT.USAGE)
   for (const name of spec.string) {
     const v = parsed[name]
-    if (Array.isArray(v)) throw new FatalError(`--${name} given more than once`, EXIT.USAGE)
-    if (v === '') throw new FatalError(`--${name} needs a value`, EXIT.USAGE)
+    if (Array.isArray(v) && !spec.repeatable?.includes(name)) throw new FatalError(`--${name} given more than once`, EXIT.USAGE)
+    if (v === '' || (Array.isArray(v) && v.includes(''))) throw new FatalError(`--${name} needs a value`, EXIT.USAGE)
   }
   return parsed
 }

@@ -18,6 +18,10 @@ Options:
   --tls                    connect with TLS (verified against the system's CAs)
   --tls-ca FILE            trust this CA certificate (PEM) for the server
   --tls-fingerprint HEX    accept only the server certificate with this SHA-256
+  --ignore PATTERN         leave paths matching PATTERN alone (gitignore syntax; may
+                           be repeated); .sfmignore at the root of <dir> adds more,
+                           and edits to it take effect at once. Ignored paths are
+                           neither uploaded nor deleted on the mirror.
   --max-delete N|P%|all    hold back the deletes of a pass that would delete more
                            than N entries (or P% of the mirror) until the files are
                            back; default 50% (20 entries or fewer always go ahead)
@@ -79,7 +83,8 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   try {
     const args = parseArgs(argv, {
       boolean: ['once', 'tls', 'allow-empty', 'accept-new-root', ...OUTPUT_FLAGS],
-      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb', 'max-delete', 'state-dir'],
+      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb', 'max-delete', 'state-dir', 'ignore'],
+      repeatable: ['ignore'],
       alias: OUTPUT_ALIASES,
     })
     if (args['help']) return io.stdout(CLIENT_HELP), EXIT.OK
@@ -117,6 +122,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
         bytes: mib(parseCount(args['cache-mb'], '--cache-mb')),
       },
       deleteLimit,
+      ignore: args['ignore'] === undefined ? [] : ([] as string[]).concat(args['ignore'] as string | string[]),
       allowEmpty: Boolean(args['allow-empty']),
       acceptNewRoot: Boolean(args['accept-new-root']),
       stateDir: args['state-dir'] !== undefined ? String(args['state-dir']) : undefined,

@@ -11,6 +11,7 @@ import { MAX_CLIENT_NAME_BYTES } from '../protocol/constants.js'
 import { VERSION } from '../version.js'
 import { LockHeld, PidLock } from '../util/pid-lock.js'
 import { Connection, ConnectionError, type TlsOptions } from './connection.js'
+import { IgnoreRules } from './ignore-rules.js'
 import { KnownContent, type CacheLimits } from './known.js'
 import { checkRootIdentity, defaultStateDir, RootRecord, type DeleteLimit } from './safety.js'
 import { SyncStats } from './stats.js'
@@ -38,6 +39,8 @@ export interface ClientOptions {
   acceptNewRoot?: boolean
   allowEmpty?: boolean
   deleteLimit?: DeleteLimit
+  /** Patterns (gitignore syntax) ignored besides those of .sfmignore. */
+  ignore?: readonly string[]
 }
 
 const BACKOFF_FIRST_MS = 250
@@ -81,6 +84,7 @@ export class SfmClient {
       })
       if (this.stopped) return EXIT.OK
       const syncer = new Syncer({
+        ignore: new IgnoreRules(real, o.ignore ?? []),
         deleteLimit: o.deleteLimit,
         allowEmpty: o.allowEmpty,
         root: real,

@@ -13,6 +13,7 @@ import type { KnownContent } from './known.js'
 import { plan, type Op } from './planner.js'
 import { RemoteTree, type RemoteEntry } from './remote.js'
 import { rootIdentity, sameRoot, scanTree, statEntry, type LocalEntry, type RootIdentity } from './scan.js'
+import { IGNORE_FILE, type IgnoreRules } from './ignore-rules.js'
 import { DEFAULT_DELETE_LIMIT, HeldBack, describeLimit, overLimit, type DeleteLimit } from './safety.js'
 import type { SyncStats } from './stats.js'
 import { allIds, negotiate, readFileDigest, streamSpans, type NotReady, type PreparedFile, type Span } from './uploader.js'
@@ -37,6 +38,8 @@ export interface SyncerOptions {
   deleteLimit?: DeleteLimit
   /** Mirror an empty folder over a non-empty mirror (otherwise held back: an unmounted disk?). */
   allowEmpty?: boolean
+  /** Paths left alone on both sides (.sfmignore and --ignore). */
+  ignore?: IgnoreRules
 }
 
 /** How often held-back changes are looked at again, to let them go once their reason is gone. */
@@ -104,6 +107,7 @@ export class Syncer {
     this.conn = conn
     this.once = once
     this.opts.known.useMirror(conn.welcome.mirrorId)
+    await this.opts.ignore?.reload()
     this.remote = new RemoteTree(await conn.list())
     this.full = true
     const closed = conn.closed.then((err) => {
@@ -144,11 +148,18 @@ export class Syncer {
   private async pass(full: boolean, paths: Set<string>): Promise<void> {
     const root = this.opts.root
     const warn = (msg: string) => this.opts.log.warn(msg)
+    const rules = this.opts.ignore
+    // An edited .sfmignore can bring back paths anywhere in the tree: look at all of it again.
+    if (!full && rules && paths.has(IGNORE_FILE) && (await rules.reload())) {
+      this.opts.log.info(`${IGNORE_FILE} changed: looking at the whole folder again`)
+      full = true
+    }
+    const isIgnored = rules ? (p: string, isDir: boolean) => rules.ignores(p, isDir) : undefined
     await this.checkRoot()
     const local = new Map<string, LocalEntry>()
     const candidates = new Set<string>()
     if (full) {
-      for (const [p, e] of await scanTree(root, { onWarning: warn })) {
+      for (const [p, e] of await scanTree(root, { onWarning: warn, isIgnored })) {
         local.set(p, e)
         candidates.add(p)
       }
@@ -156,9 +167,10 @@ export class Syncer {
     } else {
       for (const p of topmost(paths)) {
         const e = await statEntry(root, p, { onWarning: warn })
+        if (rules?.ignores(p, (e ?? this.remote.get(p))?.kind === 'dir')) continue
         candidates.add(p)
         if (e?.kind === 'dir') {
-          for (const [q, qe] of await scanTree(root, { under: p, onWarning: warn })) {
+          for (const [q, qe] of await scanTree(root, { under: p, onWarning: warn, isIgnored })) {
             local.set(q, qe)
             candidates.add(q)
           }
@@ -175,13 +187,49 @@ export class Syncer {
         }
       }
     }
+    if (rules) {
+      // ignored entries of the mirror are left alone: never compared, so never deleted
+      for (const p of candidates) {
+        const kind = (local.get(p) ?? this.remote.get(p))?.kind
+        if (!local.has(p) && rules.ignores(p, kind === 'dir')) candidates.delete(p)
+      }
+    }
     await this.checkRoot()
     const renames = full ? [] : this.findMoves(local, candidates)
     // what a move brings along must be compared too: the folder may differ from it below the target
     for (const m of renames) for (const q of this.remote.below(m.from)) candidates.add(m.to + q.slice(m.from.length))
     this.rememberInodes(local, candidates)
-    const ops = this.guard(plan({ candidates, local, remote: this.remote, renames }), full, local.size, candidates)
+    let ops = plan({ candidates, local, remote: this.remote, renames })
+    if (rules) ops = this.spareIgnored(ops, rules)
+    ops = this.guard(ops, full, local.size, candidates)
     await this.execute(ops)
+  }
+
+  /**
+   * A directory deleted from the folder may hold, on the mirror, entries that are ignored: they stay
+   * (as rsync keeps excluded files), so the delete is narrowed to what around them is not ignored.
+   */
+  private spareIgnored(ops: Op[], rules: IgnoreRules): Op[] {
+    const out: Op[] = []
+    for (const op of ops) {
+      if (op.kind !== 'delete' || this.remote.get(op.path)?.kind !== 'dir') {
+        out.push(op)
+        continue
+      }
+      const below = [...this.remote.below(op.path)]
+      const kept = below.filter((p) => rules.ignores(p, this.remote.get(p)?.kind === 'dir'))
+      if (kept.length === 0) {
+        out.push(op)
+        continue
+      }
+      // keep the ignored entries and every directory on the way to them; delete the rest, topmost first
+      const keep = new Set<string>()
+      for (const p of kept) for (let q: string | null = p; q !== null && q !== op.path; q = parentOf(q)) keep.add(q)
+      const gone: string[] = []
+      for (const p of below) if (!keep.has(p) && !gone.some((g) => isSameOrBelow(p, g))) gone.push(p)
+      for (const p of gone) out.push({ kind: 'delete', path: p })
+    }
+    return out
   }
 
   /**
