@@ -2,6 +2,7 @@
 import { SfmClient } from '../client/client.js'
 import { parseDeleteLimit, type DeleteLimit } from '../client/safety.js'
 import { formatBytes, type SyncStats } from '../client/stats.js'
+import { ProgressReporter, type ProgressMode } from './progress.js'
 import { EXIT, FatalError } from '../fatal.js'
 import { VERSION } from '../version.js'
 import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, mib, parseArgs, parseCount, parseHostPort, readFileArg, readToken } from './args.js'
@@ -14,6 +15,13 @@ folder, then uploads every change as it happens. Stop it with Ctrl-C.
 Options:
   --once                   make the mirror equal to the folder once, wait until the
                            server has confirmed everything, and exit
+  --dry-run                show what that would upload (and how many bytes it would
+                           send) and delete, and change nothing
+  --poll SECONDS           do not watch: look at the whole folder every SECONDS (for
+                           file systems without inotify, such as network mounts)
+  --progress MODE          progress of the first reconcile: tty (a live line), lines
+                           (a line every 2 s), json, none; default tty on a terminal,
+                           lines otherwise, json with --json, none with --quiet
   --token-file FILE        the shared secret (also: environment variable SFM_TOKEN)
   --tls                    connect with TLS (verified against the system's CAs)
   --tls-ca FILE            trust this CA certificate (PEM) for the server
@@ -56,6 +64,10 @@ export interface Io {
   onStop?: (stop: () => void) => void
   /** Registers a "print the statistics now" handler (SIGUSR1 in the real program). */
   onStats?: (report: () => void) => void
+  /** Whether output goes to a terminal (a live progress line then). */
+  isTTY?: boolean
+  /** Where progress goes (stderr in the real program, so stdout stays for summaries). */
+  progress?: (text: string) => void
 }
 
 export const processIo = (): Io => ({
@@ -67,6 +79,8 @@ export const processIo = (): Io => ({
     process.once('SIGTERM', stop)
   },
   onStats: (report) => process.on('SIGUSR1', report),
+  isTTY: Boolean(process.stderr.isTTY),
+  progress: (t) => process.stderr.write(t),
 })
 
 type Snapshot = ReturnType<SyncStats['snapshot']>
@@ -82,8 +96,8 @@ function summaryLine(t: Snapshot, json: boolean): string {
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   try {
     const args = parseArgs(argv, {
-      boolean: ['once', 'tls', 'allow-empty', 'accept-new-root', ...OUTPUT_FLAGS],
-      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb', 'max-delete', 'state-dir', 'ignore'],
+      boolean: ['once', 'dry-run', 'tls', 'allow-empty', 'accept-new-root', ...OUTPUT_FLAGS],
+      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb', 'max-delete', 'state-dir', 'ignore', 'progress', 'poll'],
       repeatable: ['ignore'],
       alias: OUTPUT_ALIASES,
     })
@@ -105,11 +119,19 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       if (!parsed) throw new FatalError(`--max-delete takes a number, a percentage (50%) or "all", not ${JSON.stringify(String(args['max-delete']))}`, EXIT.USAGE)
       deleteLimit = parsed
     }
+    const progressMode = (args['progress'] ?? (args['quiet'] ? 'none' : args['json'] ? 'json' : io.isTTY ? 'tty' : 'lines')) as ProgressMode
+    if (!['tty', 'lines', 'json', 'none'].includes(progressMode)) {
+      throw new FatalError(`--progress takes tty, lines, json or none, not ${JSON.stringify(progressMode)}`, EXIT.USAGE)
+    }
+    const dryRun = Boolean(args['dry-run'])
+    let progress: ProgressReporter | null = null
     const client = new SfmClient({
       root: dir,
       host,
       port,
-      once: Boolean(args['once']),
+      once: Boolean(args['once']) || dryRun,
+      dryRun: dryRun ? (line) => io.stdout(line + '\n') : undefined,
+      pollMs: args['poll'] === undefined ? undefined : parseCount(args['poll'], '--poll')! * 1000,
       token: readToken(args['token-file'] as string | undefined, io.env),
       tls: useTls
         ? {
@@ -129,9 +151,15 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       log,
       onApplied: args['verbose'] ? (what, path) => log.info(`${what} ${path}`) : undefined,
       onReconciled: (s) => {
-        if (!args['quiet']) io.stdout(summaryLine(s.snapshot(), Boolean(args['json'])))
+        progress?.stop()
+        progress = null
+        if (!args['quiet'] && !dryRun) io.stdout(summaryLine(s.snapshot(), Boolean(args['json'])))
       },
     })
+    if (!dryRun) {
+      progress = new ProgressReporter(client.stats, progressMode, io.progress ?? io.stdout)
+      progress.start()
+    }
     io.onStop?.(() => client.stop())
     io.onStats?.(() => io.stdout(summaryLine(client.snapshot(), Boolean(args['json']))))
     return await client.run()

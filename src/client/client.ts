@@ -41,10 +41,16 @@ export interface ClientOptions {
   deleteLimit?: DeleteLimit
   /** Patterns (gitignore syntax) ignored besides those of .sfmignore. */
   ignore?: readonly string[]
+  /** --dry-run: report what one reconcile would do, and change nothing. */
+  dryRun?: (line: string) => void
+  /** --poll: no watcher; look at the whole folder every this many ms. */
+  pollMs?: number
 }
 
 const BACKOFF_FIRST_MS = 250
 const BACKOFF_MAX_MS = 15_000
+/** How often the whole folder is looked at when the watcher cannot see all of it. */
+const RESCAN_MS = 30_000
 
 export class SfmClient {
   readonly stats = new SyncStats()
@@ -55,6 +61,7 @@ export class SfmClient {
   private wakeRetry: (() => void) | null = null
   private lockFile: PidLock | null = null
   private counted = { sent: 0, received: 0 }
+  private rescanTimer: NodeJS.Timeout | null = null
 
   constructor(private readonly opts: ClientOptions) {}
 
@@ -84,6 +91,7 @@ export class SfmClient {
       })
       if (this.stopped) return EXIT.OK
       const syncer = new Syncer({
+        dryRun: o.dryRun,
         ignore: new IgnoreRules(real, o.ignore ?? []),
         deleteLimit: o.deleteLimit,
         allowEmpty: o.allowEmpty,
@@ -100,10 +108,12 @@ export class SfmClient {
       await syncer.pinRoot().catch(() => {
         throw new FatalError(`the folder ${root} is not a readable directory`, EXIT.ENVIRONMENT)
       })
-      if (!o.once) this.watch = await this.startWatch(real, syncer)
+      if (o.pollMs !== undefined && !o.once) this.rescanEvery(syncer, o.pollMs)
+      else if (!o.once && !o.dryRun) this.watch = await this.startWatch(real, syncer)
       const name = truncateUtf8(`sfmc ${VERSION} ${userInfo().username}@${hostname()}:${real}`, MAX_CLIENT_NAME_BYTES)
       return await this.loop(syncer, { clientId: id, clientName: name, token: o.token })
     } finally {
+      if (this.rescanTimer) clearInterval(this.rescanTimer)
       await this.watch?.close()
       await this.lockFile?.release()
     }
@@ -189,20 +199,35 @@ export class SfmClient {
     return this.stats.snapshot()
   }
 
-  private async startWatch(root: string, syncer: Syncer): Promise<FolderWatch> {
+  private async startWatch(root: string, syncer: Syncer): Promise<FolderWatch | null> {
     const onError = (err: WatchError) => {
-      this.fatal = new FatalError(
-        err.code === 'SFM_ROOT_GONE' ? `${err.message}; stopping without deleting anything on the mirror` : err.message,
-        EXIT.FAILURE,
-      )
+      if (err.code !== 'SFM_ROOT_GONE') return this.rescanInstead(syncer, err.message)
+      this.fatal = new FatalError(`${err.message}; stopping without deleting anything on the mirror`, EXIT.FAILURE)
       this.conn?.close()
       this.wakeRetry?.()
     }
     try {
       return await watchFolder(root, (paths) => syncer.markChanged(paths), onError)
     } catch (err) {
-      throw new FatalError((err as Error).message, EXIT.ENVIRONMENT)
+      if ((err as WatchError).code === 'SFM_ROOT_GONE') throw new FatalError((err as Error).message, EXIT.ENVIRONMENT)
+      this.rescanInstead(syncer, (err as Error).message)
+      return null
     }
+  }
+
+  /**
+   * The watcher cannot see the whole folder (the inotify watch limit, say): the mirror is kept correct
+   * by looking at all of it every RESCAN_MS, and the message says how to fix the cause.
+   */
+  private rescanInstead(syncer: Syncer, why: string): void {
+    if (this.rescanTimer) return
+    this.opts.log.warn(`${why}; until then the whole folder is rescanned every ${RESCAN_MS / 1000} s`)
+    this.rescanEvery(syncer, RESCAN_MS)
+  }
+
+  private rescanEvery(syncer: Syncer, ms: number): void {
+    this.rescanTimer = setInterval(() => syncer.rescanAll(), ms)
+    this.rescanTimer.unref()
   }
 
   private sleep(ms: number): Promise<void> {

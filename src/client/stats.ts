@@ -16,6 +16,35 @@ export class SyncStats {
   renames = 0
   failures = 0
   readonly startedAt = Date.now()
+  /** What the current reconcile of the whole tree set out to upload (for progress). */
+  plannedFiles = 0
+  plannedBytes = 0
+  /** files and bytes when that reconcile started, to count its progress from. */
+  private planBase = { files: 0, bytes: 0, at: Date.now() }
+
+  /** A reconcile planned `files` uploads of `bytes` in all. */
+  plan(files: number, bytes: number): void {
+    this.plannedFiles = files
+    this.plannedBytes = bytes
+    this.planBase = { files: this.files, bytes: this.bytes, at: Date.now() }
+  }
+
+  /** Progress of the current reconcile: done and total, rate and time left. */
+  progress() {
+    const files = this.files - this.planBase.files
+    const bytes = this.bytes - this.planBase.bytes
+    const seconds = (Date.now() - this.planBase.at) / 1000
+    const rate = seconds > 0 ? bytes / seconds : 0
+    const left = Math.max(0, this.plannedBytes - bytes)
+    return {
+      files,
+      totalFiles: this.plannedFiles,
+      bytes,
+      totalBytes: this.plannedBytes,
+      bytesPerSecond: Math.round(rate),
+      etaSeconds: rate > 0 ? Math.round(left / rate) : null,
+    }
+  }
 
   /** Bytes that did not have to be sent because the server already had them. */
   get bytesSaved(): number {

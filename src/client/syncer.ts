@@ -15,7 +15,7 @@ import { RemoteTree, type RemoteEntry } from './remote.js'
 import { rootIdentity, sameRoot, scanTree, statEntry, type LocalEntry, type RootIdentity } from './scan.js'
 import { IGNORE_FILE, type IgnoreRules } from './ignore-rules.js'
 import { DEFAULT_DELETE_LIMIT, HeldBack, describeLimit, overLimit, type DeleteLimit } from './safety.js'
-import type { SyncStats } from './stats.js'
+import { formatBytes, type SyncStats } from './stats.js'
 import { allIds, negotiate, readFileDigest, streamSpans, type NotReady, type PreparedFile, type Span } from './uploader.js'
 
 /** Uploads read and negotiated ahead of the one being sent. */
@@ -40,6 +40,8 @@ export interface SyncerOptions {
   allowEmpty?: boolean
   /** Paths left alone on both sides (.sfmignore and --ignore). */
   ignore?: IgnoreRules
+  /** --dry-run: report what one reconcile would do, line by line, and change nothing. */
+  dryRun?: (line: string) => void
 }
 
 /** How often held-back changes are looked at again, to let them go once their reason is gone. */
@@ -93,6 +95,12 @@ export class Syncer {
     this.wake?.()
   }
 
+  /** Asks for another look at the whole folder (when the watcher cannot see all of it). */
+  rescanAll(): void {
+    this.full = true
+    this.wake?.()
+  }
+
   /** The identity of the folder when sync started: a different one later means it was replaced. */
   async pinRoot(): Promise<void> {
     this.rootId = await rootIdentity(this.opts.root)
@@ -121,6 +129,7 @@ export class Syncer {
         reconciled = true
         this.opts.onReconciled?.()
       }
+      if (this.opts.dryRun) return
       if (once && this.held) throw new HeldBack(this.held)
       if (once && !this.full && this.dirty.size === 0) return
       if (once) continue
@@ -202,7 +211,50 @@ export class Syncer {
     let ops = plan({ candidates, local, remote: this.remote, renames })
     if (rules) ops = this.spareIgnored(ops, rules)
     ops = this.guard(ops, full, local.size, candidates)
+    if (full) {
+      const uploads = ops.filter((op): op is Extract<Op, { kind: 'upload' }> => op.kind === 'upload')
+      this.opts.stats.plan(uploads.length, uploads.reduce((n, op) => n + op.local.size, 0))
+    }
+    if (this.opts.dryRun) return this.describe(ops, this.opts.dryRun)
     await this.execute(ops)
+  }
+
+  /**
+   * --dry-run: says what the pass would do, and for each upload how many bytes would actually cross
+   * the wire (HAVE? asks the server, which changes nothing), without sending any change.
+   */
+  private async describe(ops: Op[], say: (line: string) => void): Promise<void> {
+    let files = 0
+    let bytes = 0
+    let send = 0
+    for (const op of ops) {
+      switch (op.kind) {
+        case 'upload': {
+          const prep = await this.prepare(op.path)
+          if (prep.kind !== 'prepared') {
+            say(`upload   ${op.path} (changing while read; would be retried)`)
+            break
+          }
+          const missing = prep.spans.reduce((n, s) => n + (s.ref ? 0 : s.length), 0)
+          files++
+          bytes += op.local.size
+          send += missing
+          say(`upload   ${op.path} (${formatBytes(op.local.size)}, would send ${formatBytes(missing)})`)
+          break
+        }
+        case 'rename':
+          say(`rename   ${op.from} -> ${op.to}`)
+          break
+        case 'dirattr':
+        case 'setattr':
+          say(`attrs    ${op.path}`)
+          break
+        default:
+          say(`${op.kind.padEnd(8)} ${op.path}`)
+      }
+    }
+    const deletes = ops.filter((op) => op.kind === 'delete').length
+    say(`dry run: would upload ${files} file(s) (${formatBytes(bytes)}, sending ${formatBytes(send)}), delete ${deletes} entr${deletes === 1 ? 'y' : 'ies'}, and make ${ops.length - files - deletes} other change(s); nothing was changed`)
   }
 
   /**
