@@ -1,7 +1,7 @@
 // Content-defined chunking: FastCDC with a 32-bit Gear hash, exactly as PROTOCOL.md 5.4 defines it.
 import { createHash } from 'node:crypto'
 
-// Chosen by measurement on successive versions of real source trees, binaries and logs (PROTOCOL.md 14).
+// Chosen by measurement on successive versions of real source trees, binaries and logs (PROTOCOL.md 15).
 export const CDC_MIN_BYTES = 16_384
 export const CDC_NORMAL_BYTES = 24_576
 export const CDC_MAX_BYTES = 131_072
