@@ -70,6 +70,25 @@ export class ContentTree {
   }
 }
 
+/**
+ * Whether a group that has just taken the entry with this id, reaching `size` entries, closes after it
+ * (PROTOCOL.md 5.3, step 2; the end of the level closes the last group too).
+ */
+export function groupClosesAfter(id: Uint8Array, size: number): boolean {
+  return (size >= 2 && (id[HASH_BYTES - 1]! & BOUNDARY_MASK) === 0) || size === MAX_FANOUT
+}
+
+/** The id of a node over these entries (two or more): hash of each id followed by its u64 length. */
+export function nodeIdOf(ids: readonly Uint8Array[], lengths: readonly number[]): Buffer {
+  const buf = Buffer.allocUnsafe(ids.length * ENTRY_BYTES)
+  for (let i = 0; i < ids.length; i++) {
+    buf.set(ids[i]!, i * ENTRY_BYTES)
+    buf.writeUInt32BE(Math.floor(lengths[i]! / TWO_32), i * ENTRY_BYTES + HASH_BYTES)
+    buf.writeUInt32BE(lengths[i]! >>> 0, i * ENTRY_BYTES + HASH_BYTES + 4)
+  }
+  return hash128(buf)
+}
+
 /** The content id alone, for callers that do not need the levels. */
 export function contentIdOf(ids: Buffer, lengths: ArrayLike<number>): Buffer {
   return ContentTree.fromLeaves(ids, lengths).contentId
@@ -120,9 +139,7 @@ function groupEnds(level: TreeLevel): Uint32Array {
   let m = 0
   let first = 0
   for (let e = 0; e < n; e++) {
-    const size = e - first + 1
-    const boundary = (ids[e * HASH_BYTES + HASH_BYTES - 1]! & BOUNDARY_MASK) === 0
-    if ((size >= 2 && boundary) || size === MAX_FANOUT || e === n - 1) {
+    if (groupClosesAfter(ids.subarray(e * HASH_BYTES, (e + 1) * HASH_BYTES), e - first + 1) || e === n - 1) {
       ends[m++] = e + 1
       first = e + 1
     }

@@ -8,7 +8,8 @@ import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
 import { isSameOrBelow, parentOf } from '../protocol/paths.js'
-import type { Connection, Outcome } from './connection.js'
+import { ConnectionError, type Connection, type Outcome } from './connection.js'
+import { streamNewFile, type StreamedFile } from './stream-upload.js'
 import type { KnownContent } from './known.js'
 import { plan, type Op } from './planner.js'
 import { RemoteTree, type RemoteEntry } from './remote.js'
@@ -20,6 +21,11 @@ import { allIds, negotiate, readFileDigest, streamSpans, type NotReady, type Pre
 
 /** Uploads read and negotiated ahead of the one being sent. */
 const PREPARE_AHEAD = 64
+/**
+ * New files from this size on are read, chunked and sent in one pass (stream-upload.ts) instead of
+ * being read once to build their tree and again to send: for new data the second read is pure cost.
+ */
+const STREAM_MIN_BYTES = 8 << 20
 /** How long a deleted entry can still be brought back by RENAME (the server keeps it 60 s). */
 const RECENT_DELETE_MS = 45_000
 /** Attempts per path before the client stops retrying it until it changes again. */
@@ -392,28 +398,39 @@ export class Syncer {
   // Sending
 
   private async execute(ops: Op[]): Promise<void> {
+    // content the pass deletes, by content id, so that a new name for it becomes a RENAME; and by size
+    // and mtime, which a moved file keeps, to know which new files may be such a move
+    const deleting = new Map<string, string>()
+    const deletingShapes = new Set<string>()
+    for (const op of ops) {
+      if (op.kind !== 'delete') continue
+      for (const p of [op.path, ...this.remote.below(op.path)]) {
+        const e = this.remote.get(p)
+        if (e?.kind !== 'file') continue
+        deleting.set(hashKey(e.contentId), p)
+        deletingShapes.add(`${e.size}:${e.mtimeNs}`)
+      }
+    }
+    const streamed = (op: Op): boolean =>
+      op.kind === 'upload' &&
+      op.local.size >= STREAM_MIN_BYTES &&
+      this.remote.get(op.path)?.kind !== 'file' && // a changed file: most of it is on the server already
+      !deletingShapes.has(`${op.local.size}:${op.local.mtimeNs}`) // maybe a move: needs its id first
     const preps = new Map<number, Promise<Prepared | NotReady | Error>>()
     let started = 0
     const startAhead = (upTo: number) => {
       for (; started < ops.length && started <= upTo; started++) {
         const op = ops[started]!
-        if (op.kind === 'upload') preps.set(started, this.prepare(op.path).catch((e: Error) => e))
-      }
-    }
-    // content the pass deletes, by content id, so that a new name for it becomes a RENAME
-    const deleting = new Map<string, string>()
-    for (const op of ops) {
-      if (op.kind !== 'delete') continue
-      for (const p of [op.path, ...this.remote.below(op.path)]) {
-        const e = this.remote.get(p)
-        if (e?.kind === 'file') deleting.set(hashKey(e.contentId), p)
+        if (op.kind === 'upload' && !streamed(op)) preps.set(started, this.prepare(op.path).catch((e: Error) => e))
       }
     }
     const cancelled = new Set<string>()
     for (let i = 0; i < ops.length; i++) {
       startAhead(i + PREPARE_AHEAD)
       const op = ops[i]!
-      if (op.kind === 'upload') {
+      if (op.kind === 'upload' && streamed(op)) {
+        await this.streamUpload(op.path, op.local)
+      } else if (op.kind === 'upload') {
         const prep = await preps.get(i)!
         preps.delete(i)
         await this.upload(op.path, op.local, prep, deleting, cancelled)
@@ -421,6 +438,46 @@ export class Syncer {
         this.sendChange(op)
       }
     }
+  }
+
+  /** A big new file, read and sent in one pass (see stream-upload.ts). */
+  private async streamUpload(path: string, local: LocalEntry): Promise<void> {
+    const conn = this.conn!
+    const uploadId = await conn.openUpload()
+    let r: StreamedFile | null
+    try {
+      r = await streamNewFile(join(this.opts.root, path), conn, this.opts.known, uploadId)
+    } catch (err) {
+      conn.abort(uploadId)
+      if (err instanceof ConnectionError) throw err
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return // gone: the watcher reports what replaced it
+      throw err
+    }
+    if (!r) {
+      conn.abort(uploadId) // changed while it was read
+      this.retryLater(path)
+      return
+    }
+    const done = r
+    this.opts.stats.dataBytesSent += done.dataBytes
+    const { identity: id } = done
+    const reply = conn.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: done.contentId })
+    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs: id.mtimeNs, size: id.size, contentId: done.contentId })
+    this.track(
+      reply.then((o) => {
+        if (o.ok) {
+          for (const nodeId of allIds(done.tree)) this.opts.known.add(nodeId)
+          this.opts.stats.files++
+          this.opts.stats.bytes += id.size
+        } else if (o.code === 'SFM_ERR_MISSING') {
+          for (const ref of done.refs) this.opts.known.forget(ref)
+        }
+        return o
+      }),
+      'upload',
+      path,
+    )
   }
 
   private async prepare(path: string): Promise<Prepared | NotReady> {

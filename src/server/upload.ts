@@ -7,7 +7,7 @@
 // metadata of a file, takes microseconds, where a round trip through the thread pool costs tens of
 // them and dominated the time of syncing many small files. Only what can take long (a flush, a big
 // copy) goes to the thread pool.
-import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, openSync, readSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, openSync, readSync, rmSync, write, writeSync } from 'node:fs'
 import { hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
 import { copyFileRange, setMtimeNsFd } from '../fs/native.js'
@@ -20,6 +20,16 @@ import { chunkOffsets, type FileNode } from './store/catalog.js'
 const COPY_BLOCK_BYTES = 1 << 20
 /** Ranges up to this size are copied with a read and a write on the main thread. */
 const SMALL_COPY_BYTES = 256 << 10
+/**
+ * CHUNK data from this size on is written on the thread pool, so that receiving and checking the next
+ * chunks overlaps with the copy into the page cache; smaller writes are cheaper done at once.
+ */
+const ASYNC_WRITE_BYTES = 16 << 10
+/**
+ * A big upload is flushed in the background every this many bytes, so that the flush before its
+ * rename (for durability) has little left to write.
+ */
+const WRITE_BEHIND_BYTES = 64 << 20
 
 /**
  * Work accepted from the socket but not done yet (bytes of queued copies); the session stops reading
@@ -40,6 +50,10 @@ export class Upload {
   private readonly own = new Map<string, { offset: number; length: number }>()
   /** Copies from the mirror, one after another (each may open a file and take a while). */
   private copies: Promise<void> = Promise.resolve()
+  /** Writes under way on the thread pool (positional: their order does not matter). */
+  private readonly writes = new Set<Promise<void>>()
+  private unflushed = 0
+  private flushing: Promise<void> | null = null
   private failure: MirrorError | null = null
 
   constructor(
@@ -66,10 +80,34 @@ export class Upload {
     this.record(msg.hash, data.length)
     this.own.set(hashKey(msg.hash), { offset, length: data.length })
     try {
-      writeAllSync(this.handle(), data, offset) // positional: independent of copies still under way
+      const fd = this.handle()
+      if (data.length < ASYNC_WRITE_BYTES) writeAllSync(fd, data, offset) // positional: independent of other writes
+      else this.writeLater(fd, data, offset)
     } catch (err) {
       this.fail(fromFsError(err, 'upload'))
     }
+  }
+
+  /** Writes on the thread pool; the data is held against the budget until it is written. */
+  private writeLater(fd: number, data: Buffer, offset: number): void {
+    this.budget.take(data.length)
+    const w = writeAll(fd, data, offset)
+      .catch((err: unknown) => this.fail(fromFsError(err, 'upload')))
+      .finally(() => {
+        this.writes.delete(w)
+        this.budget.give(data.length)
+        this.unflushed += data.length
+        if (this.unflushed >= WRITE_BEHIND_BYTES && !this.flushing && this.fd === fd) this.flushBehind(fd)
+      })
+    this.writes.add(w)
+  }
+
+  /** Starts a flush of what is written so far; nothing waits for it except stage(). */
+  private flushBehind(fd: number): void {
+    this.unflushed = 0
+    this.flushing = new Promise<void>((resolve) => fdatasync(fd, () => resolve())).finally(() => {
+      this.flushing = null
+    })
   }
 
   addRefs(refs: readonly Ref[]): void {
@@ -84,11 +122,14 @@ export class Upload {
     const own = this.own.get(hashKey(ref.hash))
     if (own && own.length === ref.length) {
       this.record(ref.hash, ref.length)
-      try {
-        copySync(this.handle(), own.offset, this.handle(), offset, own.length) // written already: CHUNK writes are synchronous
-      } catch (err) {
-        this.fail(fromFsError(err, 'upload'))
-      }
+      this.copies = this.copies.then(async () => {
+        try {
+          await this.settled() // the earlier chunk may still be on its way to the file
+          if (!this.failure) copySync(this.handle(), own.offset, this.handle(), offset, own.length)
+        } catch (err) {
+          this.fail(fromFsError(err, 'upload'))
+        }
+      })
       return
     }
     const loc = this.mirror.index.lookup(ref.hash).find((l) => l.length === ref.length)
@@ -182,6 +223,7 @@ export class Upload {
    */
   async stage(commit: Commit, fsync: boolean): Promise<StagedFile> {
     await this.copies
+    await this.settled()
     if (this.failure) throw this.failure
     if (this.size !== commit.size) {
       throw new MirrorError('SFM_ERR_CONTENT_MISMATCH', `upload has ${this.size} bytes, COMMIT says ${commit.size}`)
@@ -218,8 +260,15 @@ export class Upload {
   async discard(): Promise<void> {
     this.failure ??= new MirrorError('SFM_ERR_IO', 'upload abandoned')
     await this.copies
+    await this.settled()
     this.closeHandle()
     rmSync(this.tmpPath, { force: true })
+  }
+
+  /** Waits for every write and background flush to end (the fd must outlive them). */
+  private async settled(): Promise<void> {
+    while (this.writes.size > 0) await Promise.all([...this.writes])
+    if (this.flushing) await this.flushing
   }
 
   private record(id: Uint8Array, length: number): void {
@@ -265,6 +314,16 @@ function findChunk(offsets: Float64Array, offset: number): number {
 
 function writeAllSync(fd: number, data: Uint8Array, position: number): void {
   for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position + done)
+}
+
+function writeAll(fd: number, data: Uint8Array, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number) => {
+      if (done === data.length) return resolve()
+      write(fd, data, done, data.length - done, position + done, (err, n) => (err ? reject(err) : step(done + n)))
+    }
+    step(0)
+  })
 }
 
 function readAllSync(fd: number, into: Buffer, position: number): number {

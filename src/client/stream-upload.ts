@@ -1,0 +1,183 @@
+// Uploading a big new file in one pass: read, chunk and send at the same time, instead of reading the
+// whole file to build its content tree first and then reading it again to send what is missing.
+//
+// As the chunks come, they are grouped into the nodes of the tree's first level (the grouping rule of
+// PROTOCOL.md 5.3 looks only at the entries themselves, so groups can be closed while reading). For each
+// group HAVE? asks for the node, and for its chunks only if the server lacks the node (so a copy of a
+// big file costs about 40 bytes per 2 MiB); many groups are in flight at once. The
+// answers come back in order, and the group goes out as a REF to the node (content the server already
+// has, a copy or a moved file), or as REFs and CHUNKs for its chunks. The data waiting for answers is
+// bounded; the COMMIT follows once the whole file is read and found unchanged.
+import { closeSync, constants as fsc, fstatSync, openSync, read } from 'node:fs'
+import { Chunker } from '../chunker.js'
+import { identityOf, sameIdentity, type FileIdentity } from '../digest.js'
+import { hash128, hashKey } from '../hash.js'
+import type { Ref } from '../protocol/messages.js'
+import { ContentTree, groupClosesAfter, nodeIdOf } from '../tree.js'
+import type { Connection } from './connection.js'
+import type { KnownContent } from './known.js'
+
+const READ_BLOCK_BYTES = 4 << 20
+/** Data read but not sent yet, waiting for HAVE? answers: reading pauses above it. */
+const MAX_PENDING_BYTES = 32 << 20
+/** A group that grows this big without closing is asked about chunk by chunk. */
+const MAX_GROUP_BYTES = 8 << 20
+
+interface Group {
+  ids: Buffer[]
+  lengths: number[]
+  data: Buffer[]
+  bytes: number
+  /** The node over the group (two or more chunks), or null. */
+  node: Buffer | null
+  /** Answers for [node?, ...chunks], in that order; entries known before asking are answered true. */
+  answers: Promise<boolean[]>
+}
+
+export interface StreamedFile {
+  identity: FileIdentity
+  tree: ContentTree
+  contentId: Buffer
+  dataBytes: number
+  /** Every id sent as a REF (forgotten from the known set if the server says MISSING). */
+  refs: Buffer[]
+}
+
+/**
+ * Streams the file at `abs` into upload `uploadId`. Returns null if the file changed while it was read
+ * (the caller ABORTs and tries again); throws if it vanished or the connection ended.
+ */
+export async function streamNewFile(abs: string, conn: Connection, known: KnownContent, uploadId: number): Promise<StreamedFile | null> {
+  const fd = openSync(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)
+  try {
+    const before = identityOf(fstatSync(fd, { bigint: true }))
+    const leafIds: Buffer[] = []
+    const leafLengths: number[] = []
+    const queue: Group[] = []
+    let pending = 0
+    let dataBytes = 0
+    const refs: Buffer[] = []
+    const sent = new Set<string>()
+    let group = newGroup()
+    let wake: (() => void) | null = null
+    let failure: unknown = null
+
+    // Sends groups in file order as their answers arrive.
+    let sending = Promise.resolve()
+    const sendNext = () => {
+      sending = sending.then(async () => {
+        const g = queue.shift()
+        if (!g) return
+        try {
+          await send(g)
+        } catch (err) {
+          failure ??= err
+        }
+        pending -= g.bytes
+        wake?.()
+      })
+    }
+    const send = async (g: Group) => {
+      const answers = await g.answers
+      const out: Ref[] = []
+      const flush = () => {
+        if (out.length > 0) conn.refs(uploadId, out.splice(0))
+      }
+      if (g.node && answers[0]) {
+        out.push({ hash: g.node, length: g.bytes })
+        refs.push(g.node)
+      } else {
+        const offset = g.node ? 1 : 0
+        for (let i = 0; i < g.ids.length; i++) {
+          const id = g.ids[i]!
+          const key = hashKey(id)
+          if (answers[offset + i] || sent.has(key)) {
+            out.push({ hash: id, length: g.lengths[i]! }) // the server has it, or it came earlier in this upload
+            if (answers[offset + i]) refs.push(id)
+            continue
+          }
+          flush()
+          await conn.writable()
+          conn.chunk(uploadId, id, g.data[i]!)
+          sent.add(key)
+          dataBytes += g.lengths[i]!
+        }
+      }
+      flush()
+    }
+
+    const closeGroup = () => {
+      if (group.ids.length === 0) return
+      const g = group
+      group = newGroup()
+      g.node = g.ids.length >= 2 && g.bytes <= MAX_GROUP_BYTES ? nodeIdOf(g.ids, g.lengths) : null
+      const node = g.node
+      const chunkAnswers = async (): Promise<boolean[]> => ask(g.ids)
+      g.answers = node
+        ? ask([node]).then(async ([has]) => (has ? [true, ...g.ids.map(() => false)] : [false, ...(await chunkAnswers())]))
+        : chunkAnswers()
+      g.answers.catch(() => {}) // a failure surfaces when the group is sent
+      queue.push(g)
+      sendNext()
+    }
+
+    let block: Buffer = Buffer.alloc(0)
+    /** Answers for these ids: what is known already, and HAVE? for the rest. */
+    const ask = async (ids: Buffer[]): Promise<boolean[]> => {
+      const answers = ids.map((id) => known.has(id))
+      const unknown = ids.filter((_, k) => !answers[k])
+      if (unknown.length === 0) return answers
+      const got = await conn.have(unknown)
+      let j = 0
+      ids.forEach((id, k) => {
+        if (answers[k]) return
+        answers[k] = got[j++]!
+        if (answers[k]) known.add(id)
+      })
+      return answers
+    }
+
+    const sink = (view: Buffer) => {
+      // A chunk inside the block just read can stay a view of it (each block is a new buffer); one cut
+      // from the chunker's own tail buffer, which it reuses, must be copied.
+      const data = view.buffer === block.buffer ? view : Buffer.from(view)
+      const id = hash128(data)
+      leafIds.push(id)
+      leafLengths.push(data.length)
+      group.ids.push(id)
+      group.lengths.push(data.length)
+      group.data.push(data)
+      group.bytes += data.length
+      pending += data.length
+      if (groupClosesAfter(id, group.ids.length) || group.bytes > MAX_GROUP_BYTES) closeGroup()
+    }
+
+    const chunker = new Chunker()
+    for (let pos = 0; ; ) {
+      while (pending > MAX_PENDING_BYTES && failure === null) await new Promise<void>((r) => (wake = r))
+      if (failure !== null) throw failure
+      block = Buffer.allocUnsafe(READ_BLOCK_BYTES)
+      const n = await new Promise<number>((resolve, reject) =>
+        read(fd, block, 0, block.length, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))),
+      )
+      if (n === 0) break
+      pos += n
+      chunker.push(block.subarray(0, n), sink)
+    }
+    chunker.finish(sink)
+    closeGroup()
+    await sending
+    while (queue.length > 0) await sending // groups queued after the last wait
+    if (failure !== null) throw failure
+    const after = identityOf(fstatSync(fd, { bigint: true }))
+    if (!sameIdentity(before, after)) return null
+    const tree = ContentTree.fromLeaves(Buffer.concat(leafIds), leafLengths)
+    return { identity: before, tree, contentId: tree.contentId, dataBytes, refs }
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function newGroup(): Group {
+  return { ids: [], lengths: [], data: [], bytes: 0, node: null, answers: Promise.resolve([]) }
+}
