@@ -3,7 +3,9 @@
 // reading and asking HAVE? for the files ahead overlap with sending. Replies arrive asynchronously: a
 // failed change puts its path back on the dirty list.
 import { join } from 'node:path'
+import type { FileIdentity } from '../digest.js'
 import { hashKey } from '../hash.js'
+import type { ContentTree } from '../tree.js'
 import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
@@ -459,25 +461,8 @@ export class Syncer {
       this.retryLater(path)
       return
     }
-    const done = r
-    this.opts.stats.dataBytesSent += done.dataBytes
-    const { identity: id } = done
-    const reply = conn.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: done.contentId })
-    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs: id.mtimeNs, size: id.size, contentId: done.contentId })
-    this.track(
-      reply.then((o) => {
-        if (o.ok) {
-          for (const nodeId of allIds(done.tree)) this.opts.known.add(nodeId)
-          this.opts.stats.files++
-          this.opts.stats.bytes += id.size
-        } else if (o.code === 'SFM_ERR_MISSING') {
-          for (const ref of done.refs) this.opts.known.forget(ref)
-        }
-        return o
-      }),
-      'upload',
-      path,
-    )
+    this.opts.stats.dataBytesSent += r.dataBytes
+    this.commit(uploadId, path, local, r.identity, r.tree, r.refs)
   }
 
   private async prepare(path: string): Promise<Prepared | NotReady> {
@@ -543,7 +528,6 @@ export class Syncer {
     }
 
     const uploadId = await conn.openUpload()
-    let reply: Promise<Outcome>
     try {
       const { dataBytes, changed } = await streamSpans(file, spans, conn, uploadId)
       this.opts.stats.dataBytesSent += dataBytes
@@ -553,28 +537,35 @@ export class Syncer {
         this.retryLater(path)
         return
       }
-      reply = conn.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
     } catch (err) {
       conn.abort(uploadId)
       release(false)
       throw err
     }
-    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs: id.mtimeNs, size: id.size, contentId: file.contentId })
-    this.track(
-      reply.then((o) => {
-        if (o.ok) {
-          for (const nodeId of allIds(file.tree)) this.opts.known.add(nodeId)
-          this.opts.stats.files++
-          this.opts.stats.bytes += id.size
-        } else if (o.code === 'SFM_ERR_MISSING') {
-          for (const s of spans) if (s.ref) this.opts.known.forget(s.id)
-        }
-        release(o.ok)
-        return o
-      }),
-      'upload',
-      path,
-    )
+    const refs = spans.filter((s) => s.ref).map((s) => s.id)
+    this.commit(uploadId, path, local, id, file.tree, refs).then(release, () => release(false))
+  }
+
+  /**
+   * Ends an upload with its COMMIT and follows the reply: on success, every id of the file's tree is
+   * known to be on the server; if a REF was refused as missing, those ids are forgotten. Resolves with
+   * whether the commit succeeded.
+   */
+  private commit(uploadId: number, path: string, local: LocalEntry, id: FileIdentity, tree: ContentTree, refs: readonly Buffer[]): Promise<boolean> {
+    const reply = this.conn!.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: tree.contentId })
+    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs: id.mtimeNs, size: id.size, contentId: tree.contentId })
+    const settled = reply.then((o) => {
+      if (o.ok) {
+        for (const nodeId of allIds(tree)) this.opts.known.add(nodeId)
+        this.opts.stats.files++
+        this.opts.stats.bytes += id.size
+      } else if (o.code === 'SFM_ERR_MISSING') {
+        for (const ref of refs) this.opts.known.forget(ref)
+      }
+      return o
+    })
+    this.track(settled, 'upload', path)
+    return settled.then((o) => o.ok)
   }
 
   private sendChange(op: Exclude<Op, { kind: 'upload' }>): void {

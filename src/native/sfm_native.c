@@ -231,6 +231,26 @@ static napi_value futimes_ns(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Queues `job` on the libuv thread pool and returns the promise its completion settles. On failure
+ * the job is freed and the pending exception is thrown to the caller. */
+static napi_value queue_job(napi_env env, const char *label, napi_async_execute_callback execute,
+                            napi_async_complete_callback complete, void *job, napi_async_work *work,
+                            napi_deferred *deferred) {
+  napi_value promise, name;
+  if (napi_create_promise(env, deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, label, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, complete, job, work) != napi_ok) {
+    free(job); /* the promise, if made, is dropped unsettled; the pending exception is thrown */
+    return NULL;
+  }
+  if (napi_queue_async_work(env, *work) != napi_ok) {
+    napi_delete_async_work(env, *work);
+    free(job);
+    return NULL;
+  }
+  return promise;
+}
+
 /* syncfs runs on the libuv thread pool: it can take seconds on a busy disk. */
 typedef struct {
   napi_async_work work;
@@ -289,20 +309,7 @@ static napi_value syncfs_async(napi_env env, napi_callback_info info) {
     return NULL;
   }
   job->fd = fd;
-  napi_value promise, name;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "sfm:syncfs", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, syncfs_execute, syncfs_complete, job, &job->work) !=
-          napi_ok) {
-    free(job); /* the promise, if made, is dropped unsettled; the pending exception is thrown */
-    return NULL;
-  }
-  if (napi_queue_async_work(env, job->work) != napi_ok) {
-    napi_delete_async_work(env, job->work);
-    free(job);
-    return NULL;
-  }
-  return promise;
+  return queue_job(env, "sfm:syncfs", syncfs_execute, syncfs_complete, job, &job->work, &job->deferred);
 }
 
 /* copy_file_range runs on the libuv thread pool: the kernel copies (or, on file systems that can,
@@ -383,19 +390,7 @@ static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
     free(job);
     return NULL;
   }
-  napi_value promise, name;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "sfm:copy_file_range", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, job, &job->work) != napi_ok) {
-    free(job);
-    return NULL;
-  }
-  if (napi_queue_async_work(env, job->work) != napi_ok) {
-    napi_delete_async_work(env, job->work);
-    free(job);
-    return NULL;
-  }
-  return promise;
+  return queue_job(env, "sfm:copy_file_range", copy_execute, copy_complete, job, &job->work, &job->deferred);
 }
 
 NAPI_MODULE_INIT() {

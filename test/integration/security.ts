@@ -31,7 +31,7 @@ import { Mirror } from '../../src/server/mirror.js'
 import { Session, isLoopback } from '../../src/server/session.js'
 import { describeTree } from '../helpers/tree.js'
 import { SFMC, mirrorDifference, sleep, spawnNode, startServer, type Server } from '../helpers/procs.js'
-import { startRecordingProxy } from '../helpers/recording-proxy.js'
+import { startProxy } from '../helpers/proxy.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
 type T = Pick<typeof t, 'teardown' | 'ok' | 'notOk' | 'equal' | 'not' | 'same' | 'match' | 'notMatch'>
@@ -189,13 +189,13 @@ t.test('token authentication end to end', async (t) => {
     // bring the mirror up to date first, so the recorded session carries exactly one new file
     rmSync(join(src, 'must-not-arrive.txt'), { force: true })
     t.equal((await runOnce(t, src, target, ['--token-file', bare])).code, 0, 'in sync')
-    const proxy = await startRecordingProxy(t, server.port)
+    const proxy = await startProxy(t, server.port, { record: true })
     const content = `replayed content ${randomBytes(8).toString('hex')}\n`
     writeFileSync(join(src, 'recorded.txt'), content)
     const r = await runOnce(t, src, `127.0.0.1:${proxy.port}`, ['--token-file', spaced])
     t.equal(r.code, 0, `exit 0; stderr: ${r.stderr}`)
     t.equal(mirrorDifference(src, mirror), null, 'synced through the proxy')
-    t.ok(proxy.up().length > 0 && proxy.down().length > 0, `bytes recorded (${proxy.up().length} up, ${proxy.down().length} down)`)
+    t.ok(proxy.up > 0 && proxy.down > 0, `bytes recorded (${proxy.up} up, ${proxy.down} down)`)
     t.ok(proxy.saw(content), 'sanity: without TLS the recorder does see file contents in clear')
     t.notOk(proxy.saw(TOKEN), 'the token is not in the bytes, either direction')
     t.notOk(proxy.saw(Buffer.from(TOKEN).toString('hex')), 'nor its hex')
@@ -205,7 +205,7 @@ t.test('token authentication end to end', async (t) => {
     // MAC useless, so the upload in the recording must not reach the mirror.
     rmSync(join(src, 'recorded.txt'))
     t.equal((await runOnce(t, src, target, ['--token-file', bare])).code, 0, 'file removed from the mirror')
-    const recorded = proxy.up()
+    const recorded = proxy.recorded().up
     const from = server.stderr().length
     const sock = net.connect(server.port, '127.0.0.1')
     sock.on('error', () => {})
@@ -227,7 +227,7 @@ t.test('a client with a token refuses a server without one [M-AUTH-2]', async (t
   const tokenFile = join(dir, 'token')
   writeFileSync(tokenFile, `${TOKEN}\n`)
   const server = await startServer(t, mirror, [], NO_ENV_TOKEN)
-  const proxy = await startRecordingProxy(t, server.port)
+  const proxy = await startProxy(t, server.port, { record: true })
   const r = await runOnce(t, src, `127.0.0.1:${proxy.port}`, ['--token-file', tokenFile])
   assertRefusal(t, r, 'client with a token, server without', /token/i)
   t.same(describeTree(mirror), [], 'the mirror is still empty')
@@ -449,7 +449,7 @@ t.test('TLS end to end', async (t) => {
     writeFileSync(join(s, 'confidential-name.txt'), marker.repeat(50))
     writeFileSync(join(s, 'small.txt'), marker)
     const tlsToken = await startServer(t, m, ['--tls-cert', pki.cert, '--tls-key', pki.key, '--token-file', tokenFile], NO_ENV_TOKEN)
-    const proxy = await startRecordingProxy(t, tlsToken.port)
+    const proxy = await startProxy(t, tlsToken.port, { record: true })
     const via = `127.0.0.1:${proxy.port}`
 
     assertRefusal(t, await runOnce(t, s, via, ['--tls-ca', pki.caPem]), 'TLS without the token', /token/i)
@@ -462,8 +462,8 @@ t.test('TLS end to end', async (t) => {
     const fp = await runOnce(t, s, via, ['--tls-fingerprint', pki.fingerprint], { SFM_TOKEN: TOKEN })
     t.equal(fp.code, 0, `TLS (pinned) + SFM_TOKEN works: ${fp.stderr}`)
 
-    t.ok(proxy.up().length > 1000, `bytes recorded (${proxy.up().length} up, ${proxy.down().length} down)`)
-    t.equal(proxy.up()[0], 0x16, 'the client speaks TLS first (a handshake record)')
+    t.ok(proxy.up > 1000, `bytes recorded (${proxy.up} up, ${proxy.down} down)`)
+    t.equal(proxy.recorded().up[0], 0x16, 'the client speaks TLS first (a handshake record)')
     t.notOk(proxy.saw(marker), 'file contents are not in clear')
     t.notOk(proxy.saw('confidential-name'), 'file names are not in clear')
     t.notOk(proxy.saw(TOKEN), 'the token is not in clear')
