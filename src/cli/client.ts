@@ -30,8 +30,8 @@ Options:
                            be repeated); .sfmignore at the root of <dir> adds more,
                            and edits to it take effect at once. Ignored paths are
                            neither uploaded nor deleted on the mirror.
-  --max-delete N|P%|all    hold back the deletes of a pass that would delete more
-                           than N entries (or P% of the mirror) until the files are
+  --max-delete N|P%|all    hold back deletes that would remove more than N entries
+                           (or P% of the mirror) within 5 s, until the files are
                            back; default 50% (20 entries or fewer always go ahead)
   --allow-empty            mirror an empty folder over a non-empty mirror (held back
                            otherwise: an unmounted disk looks empty)

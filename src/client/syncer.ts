@@ -54,6 +54,11 @@ export interface SyncerOptions {
 
 /** How often held-back changes are looked at again, to let them go once their reason is gone. */
 const HELD_RECHECK_MS = 3_000
+/**
+ * Deletes are counted against --max-delete over this window, not only per pass: the watcher can report
+ * a mass delete in several batches, which one by one would each stay under the limit.
+ */
+const DELETE_WINDOW_MS = 5_000
 
 interface Prepared {
   kind: 'prepared'
@@ -89,6 +94,8 @@ export class Syncer {
   readonly gaveUp = new Set<string>()
   /** Why changes are being held back right now, or null. */
   private held: string | null = null
+  /** Deletes sent recently (entries, and when), for the windowed --max-delete. */
+  private recentDeletes: Array<{ at: number; entries: number }> = []
   private once = false
 
   constructor(private readonly opts: SyncerOptions) {}
@@ -312,12 +319,18 @@ export class Syncer {
     } else {
       const deletes = ops.filter((op) => op.kind === 'delete')
       const deleting = deletes.reduce((n, op) => n + 1 + [...this.remote.below((op as { path: string }).path)].length, 0)
+      const now = Date.now()
+      this.recentDeletes = this.recentDeletes.filter((d) => now - d.at < DELETE_WINDOW_MS)
+      const recent = this.recentDeletes.reduce((n, d) => n + d.entries, 0)
       const limit = this.opts.deleteLimit ?? DEFAULT_DELETE_LIMIT
-      if (overLimit(limit, deleting, this.remote.size)) {
+      // the mirror's size before this window's deletes, and everything this window would delete
+      if (deleting > 0 && overLimit(limit, recent + deleting, this.remote.size + recent)) {
         reason =
-          `this would delete ${deleting} of the mirror's ${this.remote.size} entries, more than --max-delete ` +
-          `${describeLimit(limit)}: the deletes are held back until the files are back, or restart with a higher --max-delete`
+          `this would delete ${recent + deleting} of the mirror's ${this.remote.size + recent} entries, more than ` +
+          `--max-delete ${describeLimit(limit)}: the deletes are held back until the files are back, or restart with a higher --max-delete`
         kept = ops.filter((op) => op.kind !== 'delete')
+      } else if (deleting > 0) {
+        this.recentDeletes.push({ at: now, entries: deleting })
       }
     }
     if (reason === null) {

@@ -58,8 +58,8 @@ t.test('in watch mode held deletes wait, and go away by themselves when the file
   const dir = t.testdir()
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
-  fill(src, 100)
-  cpSync(src, join(dir, 'backup'), { recursive: true, preserveTimestamps: true })
+  fill(join(src, 'data'), 100)
+  writeFileSync(join(src, 'top'), 'top')
   const server = await startServer(t, mirror)
   const client = startClient(t, src, server.port)
   await waitForMirror(src, mirror)
@@ -71,14 +71,35 @@ t.test('in watch mode held deletes wait, and go away by themselves when the file
       await sleep(20)
     }
   })()
-  // everything inside goes at once (the folder itself stays: removing it would stop the client)
-  for (const name of readdirSync(src)) rmSync(join(src, name), { recursive: true })
+  // Everything at once, as one event: the directory moved out of the tree. (rm -rf would delete the
+  // files first, and the watcher may report a first few of them alone: under the limit, they go.)
+  renameSync(join(src, 'data'), join(dir, 'gone'))
   await client.waitForOutput(/held back/, 15_000)
-  cpSync(join(dir, 'backup'), src, { recursive: true, preserveTimestamps: true, force: true })
+  renameSync(join(dir, 'gone'), join(src, 'data'))
   await waitForMirror(src, mirror, 30_000)
+  await client.waitForOutput(/no longer needed/, 15_000)
   watching = false
   await monitor
-  t.equal(lowest, 100, 'the mirror never lost a file')
+  t.equal(lowest, 101, 'the mirror never lost a file')
+})
+
+t.test('a mass delete reported in several batches is held once the batches add up past the limit', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  fill(src, 100)
+  const server = await startServer(t, mirror)
+  const client = startClient(t, src, server.port)
+  await waitForMirror(src, mirror)
+  const names = readdirSync(src, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name))
+  for (const p of names.slice(0, 30)) rmSync(p) // 30 of 100: under 50%, goes ahead
+  await waitUntil(() => countFiles(mirror) === 70, 15_000, () => `mirror has ${countFiles(mirror)} files`)
+  for (const p of names.slice(30)) rmSync(p) // 70 more within the window: 100 in all, held
+  await client.waitForOutput(/would delete 100 of the mirror's/, 15_000)
+  await sleep(1_000)
+  t.equal(countFiles(mirror), 70, 'the second batch was held')
 })
 
 t.test('a folder replaced between runs is refused until it is back, or accepted with --accept-new-root', async (t) => {
