@@ -19,6 +19,8 @@ Options:
                            send) and delete, and change nothing
   --poll SECONDS           do not watch: look at the whole folder every SECONDS (for
                            file systems without inotify, such as network mounts)
+  --rescan SECONDS         while watching, also look at the whole folder every SECONDS
+                           in case the watcher missed something (default 3600; 0: never)
   --progress MODE          progress of the first reconcile: tty (a live line), lines
                            (a line every 2 s), json, none; default tty on a terminal,
                            lines otherwise, json with --json, none with --quiet
@@ -97,7 +99,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   try {
     const args = parseArgs(argv, {
       boolean: ['once', 'dry-run', 'tls', 'allow-empty', 'accept-new-root', ...OUTPUT_FLAGS],
-      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb', 'max-delete', 'state-dir', 'ignore', 'progress', 'poll'],
+      string: ['token-file', 'tls-ca', 'tls-fingerprint', 'cache-entries', 'cache-mb', 'max-delete', 'state-dir', 'ignore', 'progress', 'poll', 'rescan'],
       repeatable: ['ignore'],
       alias: OUTPUT_ALIASES,
     })
@@ -132,6 +134,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       once: Boolean(args['once']) || dryRun,
       dryRun: dryRun ? (line) => io.stdout(line + '\n') : undefined,
       pollMs: args['poll'] === undefined ? undefined : parseCount(args['poll'], '--poll')! * 1000,
+      rescanMs: args['rescan'] === undefined ? undefined : String(args['rescan']) === '0' ? 0 : parseCount(args['rescan'], '--rescan')! * 1000,
       token: readToken(args['token-file'] as string | undefined, io.env),
       tls: useTls
         ? {

@@ -45,12 +45,18 @@ export interface ClientOptions {
   dryRun?: (line: string) => void
   /** --poll: no watcher; look at the whole folder every this many ms. */
   pollMs?: number
+  /**
+   * While watching, also look at the whole folder every this many ms (0: never), in case the watcher
+   * lost an event; default an hour.
+   */
+  rescanMs?: number
 }
 
 const BACKOFF_FIRST_MS = 250
 const BACKOFF_MAX_MS = 15_000
 /** How often the whole folder is looked at when the watcher cannot see all of it. */
 const RESCAN_MS = 30_000
+const DEFAULT_SAFETY_RESCAN_MS = 3_600_000
 
 export class SfmClient {
   readonly stats = new SyncStats()
@@ -109,7 +115,11 @@ export class SfmClient {
         throw new FatalError(`the folder ${root} is not a readable directory`, EXIT.ENVIRONMENT)
       })
       if (o.pollMs !== undefined && !o.once) this.rescanEvery(syncer, o.pollMs)
-      else if (!o.once && !o.dryRun) this.watch = await this.startWatch(real, syncer)
+      else if (!o.once && !o.dryRun) {
+        this.watch = await this.startWatch(real, syncer)
+        const every = o.rescanMs ?? DEFAULT_SAFETY_RESCAN_MS
+        if (every > 0 && !this.rescanTimer) this.rescanEvery(syncer, every)
+      }
       const name = truncateUtf8(`sfmc ${VERSION} ${userInfo().username}@${hostname()}:${real}`, MAX_CLIENT_NAME_BYTES)
       return await this.loop(syncer, { clientId: id, clientName: name, token: o.token })
     } finally {
@@ -220,12 +230,12 @@ export class SfmClient {
    * by looking at all of it every RESCAN_MS, and the message says how to fix the cause.
    */
   private rescanInstead(syncer: Syncer, why: string): void {
-    if (this.rescanTimer) return
     this.opts.log.warn(`${why}; until then the whole folder is rescanned every ${RESCAN_MS / 1000} s`)
     this.rescanEvery(syncer, RESCAN_MS)
   }
 
   private rescanEvery(syncer: Syncer, ms: number): void {
+    if (this.rescanTimer) clearInterval(this.rescanTimer)
     this.rescanTimer = setInterval(() => syncer.rescanAll(), ms)
     this.rescanTimer.unref()
   }

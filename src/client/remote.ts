@@ -58,6 +58,11 @@ export class RemoteTree {
     this.children.get(parentOf(path) ?? '')?.delete(path)
   }
 
+  /** The paths directly inside `dir` ('' for the top), or none. */
+  childrenOf(dir: string): ReadonlySet<string> {
+    return this.children.get(dir) ?? NO_CHILDREN
+  }
+
   /** Every path strictly below `path`. */
   *below(path: string): Generator<string> {
     const kids = this.children.get(path)
@@ -88,6 +93,8 @@ export class RemoteTree {
     this.children.delete(path)
   }
 }
+
+const NO_CHILDREN: ReadonlySet<string> = new Set()
 
 export function isBelowAny(path: string, roots: Iterable<string>): boolean {
   for (const r of roots) if (path !== r && isSameOrBelow(path, r)) return true

@@ -9,7 +9,8 @@ import type { ContentTree } from '../tree.js'
 import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
-import { isSameOrBelow, parentOf } from '../protocol/paths.js'
+import { isSameOrBelow, isValidWirePath, parentOf } from '../protocol/paths.js'
+import { readdir } from 'node:fs/promises'
 import { ConnectionError, type Connection, type Outcome } from './connection.js'
 import { streamNewFile, type StreamedFile } from './stream-upload.js'
 import type { KnownContent } from './known.js'
@@ -54,6 +55,13 @@ export interface SyncerOptions {
 
 /** How often held-back changes are looked at again, to let them go once their reason is gone. */
 const HELD_RECHECK_MS = 3_000
+/**
+ * A watch pass compares the whole directory of each changed path with the mirror's model, so an event
+ * the watcher lost (for a sibling in the same directory) is repaired by the next change there; for
+ * directories bigger than this, only the periodic rescan does.
+ */
+const SIBLING_CHECK_MAX = 10_000
+
 /**
  * Deletes are counted against --max-delete over this window, not only per pass: the watcher can report
  * a mass delete in several batches, which one by one would each stay under the limit.
@@ -189,6 +197,7 @@ export class Syncer {
       }
       for (const p of this.remote.paths()) candidates.add(p)
     } else {
+      await this.addMissedSiblings(paths)
       for (const p of topmost(paths)) {
         const e = await statEntry(root, p, { onWarning: warn })
         if (rules?.ignores(p, (e ?? this.remote.get(p))?.kind === 'dir')) continue
@@ -351,6 +360,27 @@ export class Syncer {
       }, HELD_RECHECK_MS).unref()
     }
     return kept
+  }
+
+  /**
+   * Adds to `paths` the entries of each changed path's directory whose presence differs between the
+   * folder and the mirror's model: what a lost watcher event left behind.
+   */
+  private async addMissedSiblings(paths: Set<string>): Promise<void> {
+    const dirs = new Set([...paths].map((p) => parentOf(p) ?? ''))
+    for (const dir of dirs) {
+      const known = this.remote.childrenOf(dir)
+      if (known.size > SIBLING_CHECK_MAX) continue
+      let names: string[]
+      try {
+        names = await readdir(dir ? join(this.opts.root, dir) : this.opts.root)
+      } catch {
+        continue // gone or not a directory: the changed path itself says so
+      }
+      const here = new Set(names.map((n) => (dir ? `${dir}/${n}` : n)))
+      for (const p of known) if (!here.has(p)) paths.add(p)
+      for (const p of here) if (!known.has(p) && isValidWirePath(p)) paths.add(p)
+    }
   }
 
   /** Stops with an error if the folder is gone or was replaced: never a mass delete [issue: vanished root]. */

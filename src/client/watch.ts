@@ -35,10 +35,12 @@ const SUBSCRIBE_ATTEMPTS = 3
 const INSPECT_CONCURRENCY = 16
 const PREFLIGHT_TIMEOUT_MS = 5_000
 const FD_HEADROOM = 16
-// The library reports the first event of a burst at once, alone. When a batch deletes something, the
-// report waits this long and then checks the root: `rm -rf` of the whole folder has usually finished by
-// then, and the caller gets SFM_ROOT_GONE instead of deletions to mirror.
+// The library reports the first event of a burst at once, alone. When a batch deletes more than a few
+// entries, the report waits this long and then checks the root: `rm -rf` of the whole folder has usually
+// finished by then, and the caller gets SFM_ROOT_GONE instead of deletions to mirror. A batch of one or
+// two deletes (someone deleting a file) is reported at once: waiting would only add latency.
 const DELETE_GRACE_MS = 100
+const QUICK_DELETES = 2
 
 type Subscription = watcher.AsyncSubscription
 type Callback = watcher.SubscribeCallback
@@ -90,7 +92,7 @@ class Watch {
   private covering = false
   private readonly pending = new Set<string>() // to report
   private readonly toInspect = new Set<string>() // to look at for directories with subdirectories
-  private sawDelete = false // in the pending batch
+  private deletes = 0 // in the pending batch
   private flushScheduled = false
   private chain: Promise<void> = Promise.resolve()
   private inspecting: Promise<void> = Promise.resolve()
@@ -183,7 +185,7 @@ class Watch {
       if (!isValidWirePath(wire) || this.isIgnored(wire)) continue
       this.pending.add(wire)
       if (event.type === 'delete') {
-        this.sawDelete = true
+        this.deletes++
         const cover = this.covers.get(wire)
         if (cover) {
           this.covers.delete(wire)
@@ -221,10 +223,11 @@ class Watch {
   }
 
   private async flush(): Promise<void> {
-    if (this.sawDelete) {
-      this.sawDelete = false
-      await new Promise(resolve => setTimeout(resolve, DELETE_GRACE_MS))
-    }
+    // Several deletes at once may be `rm -rf` of the folder itself, whose own delete comes a little
+    // later: wait for it before reporting them. One or two deletes (the everyday case) go at once.
+    const deletes = this.deletes
+    this.deletes = 0
+    if (deletes > QUICK_DELETES) await new Promise(resolve => setTimeout(resolve, DELETE_GRACE_MS))
     const paths = collapse(this.pending)
     this.pending.clear()
     const inspect = [...this.toInspect]
