@@ -18,10 +18,12 @@ import type { Connection } from './connection.js'
 import type { KnownContent } from './known.js'
 
 const READ_BLOCK_BYTES = 4 << 20
-/** Data read but not sent yet, waiting for HAVE? answers: reading pauses above it. */
-const MAX_PENDING_BYTES = 32 << 20
-/** A group that grows this big without closing is asked about chunk by chunk. */
-const MAX_GROUP_BYTES = 8 << 20
+/**
+ * Data of closed groups waiting for HAVE? answers: reading pauses above it. The group being filled
+ * comes on top (at most MAX_FANOUT chunks of CDC_MAX_BYTES: groups follow the tree's rule exactly, or
+ * their node ids would not be the ones the server knows).
+ */
+const MAX_PENDING_BYTES = 16 << 20
 
 interface Group {
   ids: Buffer[]
@@ -54,7 +56,7 @@ export async function streamNewFile(abs: string, conn: Connection, known: KnownC
     const leafIds: Buffer[] = []
     const leafLengths: number[] = []
     const queue: Group[] = []
-    let pending = 0
+    let pending = 0 // bytes of closed groups not sent yet
     let dataBytes = 0
     const refs: Buffer[] = []
     const sent = new Set<string>()
@@ -110,7 +112,8 @@ export async function streamNewFile(abs: string, conn: Connection, known: KnownC
       if (group.ids.length === 0) return
       const g = group
       group = newGroup()
-      g.node = g.ids.length >= 2 && g.bytes <= MAX_GROUP_BYTES ? nodeIdOf(g.ids, g.lengths) : null
+      g.node = g.ids.length >= 2 ? nodeIdOf(g.ids, g.lengths) : null
+      pending += g.bytes
       const node = g.node
       const chunkAnswers = async (): Promise<boolean[]> => ask(g.ids)
       g.answers = node
@@ -148,8 +151,7 @@ export async function streamNewFile(abs: string, conn: Connection, known: KnownC
       group.lengths.push(data.length)
       group.data.push(data)
       group.bytes += data.length
-      pending += data.length
-      if (groupClosesAfter(id, group.ids.length) || group.bytes > MAX_GROUP_BYTES) closeGroup()
+      if (groupClosesAfter(id, group.ids.length)) closeGroup()
     }
 
     const chunker = new Chunker()

@@ -96,10 +96,15 @@ export class Upload {
       .finally(() => {
         this.writes.delete(w)
         this.budget.give(data.length)
-        this.unflushed += data.length
-        if (this.unflushed >= WRITE_BEHIND_BYTES && !this.flushing && this.fd === fd) this.flushBehind(fd)
+        this.written(fd, data.length)
       })
     this.writes.add(w)
+  }
+
+  /** Counts bytes put in the file; past WRITE_BEHIND_BYTES a background flush starts. */
+  private written(fd: number, bytes: number): void {
+    this.unflushed += bytes
+    if (this.unflushed >= WRITE_BEHIND_BYTES && !this.flushing && this.fd === fd) this.flushBehind(fd)
   }
 
   /** Starts a flush of what is written so far; nothing waits for it except stage(). */
@@ -185,6 +190,7 @@ export class Upload {
       if (st.ino === file.ino && Number(st.size) === file.size && st.mtimeNs === file.mtimeNs && st.ctimeNs === file.ctimeNs) {
         const copied = bytes <= SMALL_COPY_BYTES ? copySync(src, start, dst, dstOffset, bytes) : await copyFileRange(src, start, dst, dstOffset, bytes)
         if (copied !== bytes) throw this.stale(file, id)
+        this.written(dst, bytes)
         return
       }
       const buf = Buffer.allocUnsafe(COPY_BLOCK_BYTES + (1 << 20)) // a block plus one chunk of any size
