@@ -3,7 +3,6 @@
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import tls from 'node:tls'
-import { encodeMessage } from '../protocol/codec.js'
 import {
   ERROR_CODE,
   MAGIC,
@@ -13,13 +12,14 @@ import {
   type ErrorName,
 } from '../protocol/constants.js'
 import { FrameDecoder } from '../protocol/framer.js'
+import { FrameWriter } from '../protocol/frame-writer.js'
 import type { ClientMessage, Commit, ListEntry, Message, Ref, ServerMessage, Welcome } from '../protocol/messages.js'
 import type { Logger } from '../log.js'
 import { Semaphore } from '../util/semaphore.js'
 import { ClientMachine, type ClientAction, type ClientIdentity } from './machine.js'
 
 /** Socket bytes queued before a sender waits for them to drain. */
-const SEND_HIGH_WATER_BYTES = 4 << 20
+const SEND_HIGH_WATER_BYTES = 1 << 20
 const CONNECT_TIMEOUT_MS = 10_000
 
 export interface TlsOptions {
@@ -65,6 +65,7 @@ export class Connection {
   private resolveClosed!: (e: ConnectionError) => void
   private readonly machine: ClientMachine
   private readonly decoder = new FrameDecoder({ maxFrameBytes: MAX_FRAME_BYTES, expectMagic: true })
+  private readonly writer: FrameWriter
   private readonly pending = new Map<number, Pending>()
   private inflight!: Semaphore
   private uploads!: Semaphore
@@ -82,6 +83,7 @@ export class Connection {
     private readonly log: Logger,
   ) {
     this.machine = new ClientMachine(identity)
+    this.writer = new FrameWriter(socket)
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 
@@ -352,16 +354,8 @@ export class Connection {
   }
 
   private send(msg: Message): void {
-    if (this.socket.destroyed) return
-    const parts = encodeMessage(msg)
     this.keepalive?.refresh()
-    if (parts.length === 1) {
-      this.socket.write(parts[0]!)
-      return
-    }
-    this.socket.cork()
-    for (const p of parts) this.socket.write(p)
-    this.socket.uncork()
+    this.writer.send(msg)
   }
 
   private startKeepalive(ms: number): void {

@@ -2,6 +2,7 @@
 // applies changes in the order it receives them, so "sent" is what the next decision must build on).
 import type { ListEntry } from '../protocol/messages.js'
 import { isSameOrBelow, parentOf } from '../protocol/paths.js'
+import { keepId } from '../util/id-slab.js'
 
 /** An entry whose state on the server is unknown (a change to it failed): it matches nothing. */
 export interface UnknownEntry {
@@ -38,6 +39,10 @@ export class RemoteTree {
 
   /** Sets one entry; a non-directory replaces whatever was below the path. */
   set(entry: RemoteEntry): void {
+    this.place(entry.kind === 'file' ? { ...entry, contentId: keepId(entry.contentId) } : entry)
+  }
+
+  private place(entry: RemoteEntry): void {
     const old = this.entries.get(entry.path)
     if (old?.kind === 'dir' && entry.kind !== 'dir') this.removeBelow(entry.path)
     this.entries.set(entry.path, entry)
@@ -82,7 +87,7 @@ export class RemoteTree {
     }
     this.delete(from)
     this.delete(to)
-    for (const e of moved) this.set(e)
+    for (const e of moved) this.place(e)
   }
 
   private removeBelow(path: string): void {

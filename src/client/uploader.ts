@@ -97,7 +97,8 @@ async function readOnce(abs: string): Promise<PreparedFile | null> {
     if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' })
     if (st.size <= BigInt(SMALL_FILE_BYTES)) {
       const before = identityOf(st)
-      const bytes = Buffer.allocUnsafe(before.size + 1) // one spare byte shows a file that grew
+      // unpooled: a pooled slab would be kept alive by any long-lived id allocated next to these bytes
+      const bytes = Buffer.allocUnsafeSlow(before.size + 1) // one spare byte shows a file that grew
       let n = 0
       for (;;) {
         const bytesRead = readSync(fd, bytes, n, bytes.length - n, n)

@@ -67,7 +67,8 @@ export class SfmServer {
       insecure: opts.insecure ?? false,
       mirrorId: mirror.mirrorId,
       maxOpenUploads: opts.maxOpenUploads ?? 32,
-      maxInflight: opts.maxInflight ?? 4_096,
+      // enough to keep a disk busy with small files; more only lets a client queue memory on both sides
+      maxInflight: opts.maxInflight ?? 1_024,
       keepaliveMs: opts.keepaliveMs ?? 15_000,
     }
     listener.on(opts.tls ? 'secureConnection' : 'connection', (socket: net.Socket) => {

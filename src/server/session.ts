@@ -1,7 +1,6 @@
 // One client connection: socket bytes through the framer into the state machine, requests to the
 // mirror and the applier, replies back. One handler decides what an error does to the connection.
 import type { Socket } from 'node:net'
-import { encodeMessage } from '../protocol/codec.js'
 import {
   ERROR_CODE,
   HELLO_TIMEOUT_MS,
@@ -11,6 +10,7 @@ import {
   type ErrorName,
 } from '../protocol/constants.js'
 import { FrameDecoder } from '../protocol/framer.js'
+import { FrameWriter } from '../protocol/frame-writer.js'
 import type { ClientMessage, ListEntry, Message } from '../protocol/messages.js'
 import type { Logger } from '../log.js'
 import type { Applier, Outcome } from './applier.js'
@@ -38,6 +38,7 @@ export class Session {
   clientName = ''
   private readonly machine: ServerMachine
   private readonly decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES, expectMagic: true })
+  private readonly writer: FrameWriter
   private readonly uploads = new Map<number, Upload>()
   /** Ids with a reply still to come, and ids of open uploads [M-ID-1]. */
   private readonly outstanding = new Set<number>()
@@ -70,6 +71,7 @@ export class Session {
         if (this.unwritten < WRITE_LOW_WATER_BYTES && !this.closed) socket.resume()
       },
     }
+    this.writer = new FrameWriter(socket)
     socket.setNoDelay(true)
     socket.write(MAGIC) // [M-LIFE-1]
     this.helloTimer = setTimeout(() => this.act(this.machine.fail('SFM_ERR_TIMEOUT', 'handshake not finished in time')), HELLO_TIMEOUT_MS) // [M-LIFE-6]
@@ -253,14 +255,7 @@ export class Session {
   }
 
   private send(msg: Message): boolean {
-    if (this.socket.destroyed || this.socket.writableEnded) return true
-    const parts = encodeMessage(msg)
-    if (parts.length === 1) return this.socket.write(parts[0]!)
-    this.socket.cork()
-    let ok = true
-    for (const p of parts) ok = this.socket.write(p)
-    this.socket.uncork()
-    return ok
+    return this.writer.send(msg)
   }
 
   private resetIdle(): void {
