@@ -4,12 +4,15 @@ import { formatBytes, type SyncStats } from '../client/stats.js'
 
 export type ProgressMode = 'tty' | 'lines' | 'json' | 'none'
 
-const TTY_EVERY_MS = 250
+/** How often the progress is looked at; a terminal line is rewritten each time. */
+const TICK_MS = 250
+/** Lines and JSON objects: the first as soon as the plan is known, then one per this interval. */
 const LINES_EVERY_MS = 2_000
 
 export class ProgressReporter {
   private timer: NodeJS.Timeout | null = null
   private shown = false
+  private lastLineAt = 0
 
   constructor(
     private readonly stats: SyncStats,
@@ -19,7 +22,7 @@ export class ProgressReporter {
 
   start(): void {
     if (this.mode === 'none') return
-    this.timer = setInterval(() => this.show(), this.mode === 'tty' ? TTY_EVERY_MS : LINES_EVERY_MS)
+    this.timer = setInterval(() => this.show(), TICK_MS)
     this.timer.unref()
   }
 
@@ -33,6 +36,11 @@ export class ProgressReporter {
   private show(): void {
     const p = this.stats.progress()
     if (p.totalFiles === 0) return // not planned yet, or nothing to upload
+    if (this.mode !== 'tty') {
+      const now = Date.now()
+      if (now - this.lastLineAt < LINES_EVERY_MS) return
+      this.lastLineAt = now
+    }
     this.shown = true
     if (this.mode === 'json') {
       this.write(JSON.stringify({ progress: p }) + '\n')

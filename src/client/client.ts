@@ -8,6 +8,7 @@ import { EXIT, FatalError } from '../fatal.js'
 import { hash128 } from '../hash.js'
 import type { Logger } from '../log.js'
 import { MAX_CLIENT_NAME_BYTES } from '../protocol/constants.js'
+import { fitUtf8 } from '../protocol/text.js'
 import { VERSION } from '../version.js'
 import { LockHeld, PidLock } from '../util/pid-lock.js'
 import { Connection, ConnectionError, type TlsOptions } from './connection.js'
@@ -120,7 +121,7 @@ export class SfmClient {
         const every = o.rescanMs ?? DEFAULT_SAFETY_RESCAN_MS
         if (every > 0 && !this.rescanTimer) this.rescanEvery(syncer, every)
       }
-      const name = truncateUtf8(`sfmc ${VERSION} ${userInfo().username}@${hostname()}:${real}`, MAX_CLIENT_NAME_BYTES)
+      const name = fitUtf8(`sfmc ${VERSION} ${userInfo().username}@${hostname()}:${real}`, MAX_CLIENT_NAME_BYTES)
       return await this.loop(syncer, { clientId: id, clientName: name, token: o.token })
     } finally {
       if (this.rescanTimer) clearInterval(this.rescanTimer)
@@ -141,6 +142,7 @@ export class SfmClient {
     let lastConnected = Date.now()
     let lastError = ''
     let noGreeting = 0 // closes before the server's greeting, in a row
+    let greeted = false // a server has greeted this client since it started
     while (!this.stopped) {
       if (this.fatal) throw this.fatal
       let conn: Connection
@@ -150,8 +152,10 @@ export class SfmClient {
         const e = err as ConnectionError
         if (!e.retry) throw new FatalError(`cannot sync with ${o.host}:${o.port}: ${e.message}`, EXIT.REFUSED)
         noGreeting = e.code === 'SFM_ERR_NO_GREETING' ? noGreeting + 1 : 0
-        if (noGreeting >= 3) throw new FatalError(e.message, EXIT.REFUSED)
-        if (e.message !== lastError && e.code !== 'SFM_ERR_NO_GREETING') o.log.warn(`${e.message}; retrying`)
+        // A TLS server answering plain bytes is a mistake to stop at, but only before a first greeting:
+        // after one, closes without a greeting are a proxy or tunnel whose server is restarting.
+        if (noGreeting >= 3 && !greeted) throw new FatalError(e.message, EXIT.REFUSED)
+        if (e.message !== lastError && (e.code !== 'SFM_ERR_NO_GREETING' || greeted)) o.log.warn(`${e.message}; retrying`)
         lastError = e.message
         if (o.once && Date.now() - lastConnected > (o.giveUpAfterMs ?? 60_000)) {
           throw new FatalError(`gave up: ${e.message}`, EXIT.FAILURE)
@@ -161,6 +165,7 @@ export class SfmClient {
         continue
       }
       this.conn = conn
+      greeted = true
       lastError = ''
       noGreeting = 0
       o.log.info(`connected to ${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port}`)
@@ -264,8 +269,3 @@ export class SfmClient {
   }
 }
 
-function truncateUtf8(s: string, maxBytes: number): string {
-  const b = Buffer.from(s, 'utf8')
-  if (b.length <= maxBytes) return s
-  return b.subarray(0, maxBytes).toString('utf8').replace(/\uFFFD$/, '')
-}

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
 import { isSameOrBelow, isValidWirePath, parentOf } from '../protocol/paths.js'
-import { readdir } from 'node:fs/promises'
+import { lstat, readdir } from 'node:fs/promises'
 import { ConnectionError, type Connection, type Outcome } from './connection.js'
 import { streamNewFile, type StreamedFile } from './stream-upload.js'
 import type { KnownContent } from './known.js'
@@ -32,8 +32,11 @@ const PREPARE_AHEAD = 64
 const STREAM_MIN_BYTES = 8 << 20
 /** How long a deleted entry can still be brought back by RENAME (the server keeps it 60 s). */
 const RECENT_DELETE_MS = 45_000
-/** Attempts per path before the client stops retrying it until it changes again. */
+/** Attempts per path, 100 ms to 1.6 s apart, before the client says it gives up for now. */
 const MAX_ATTEMPTS = 5
+/** After that, in watch mode: the first slow retry, doubling up to the second. */
+const SLOW_RETRY_MS = 10_000
+const SLOW_RETRY_MAX_MS = 5 * 60_000
 
 export interface SyncerOptions {
   root: string
@@ -106,6 +109,8 @@ export class Syncer {
   /** Deletes sent recently (entries, and when), for the windowed --max-delete. */
   private recentDeletes: Array<{ at: number; entries: number }> = []
   private once = false
+  /** The passes of the current connection, while they run. */
+  private draining: Promise<void> | null = null
 
   constructor(private readonly opts: SyncerOptions) {}
 
@@ -136,6 +141,10 @@ export class Syncer {
    * confirmed; otherwise rejects with the reason the connection ended.
    */
   async run(conn: Connection, once: boolean): Promise<void> {
+    // A pass of the connection before may still be running: it fails at its next request. Let it end
+    // first, so that it neither sends on this connection nor changes this connection's model.
+    await this.draining?.catch(() => {})
+    this.inflight.clear()
     this.conn = conn
     this.once = once
     this.opts.known.useMirror(conn.welcome.mirrorId)
@@ -148,7 +157,8 @@ export class Syncer {
     closed.catch(() => {})
     let reconciled = false
     for (;;) {
-      await Promise.race([this.drain(), closed])
+      this.draining = this.drain()
+      await Promise.race([this.draining, closed])
       if (!reconciled) {
         reconciled = true
         this.opts.onReconciled?.()
@@ -483,9 +493,24 @@ export class Syncer {
         const prep = await preps.get(i)!
         preps.delete(i)
         await this.upload(op.path, op.local, prep, deleting, cancelled)
+      } else if (op.kind === 'dirattr' && (await this.movedSinceScan(op))) {
+        this.dirty.add(op.path) // listed before its last change: look again, then set its mtime
       } else if (!(op.kind === 'delete' && cancelled.has(op.path))) {
         this.sendChange(op)
       }
+    }
+  }
+
+  /**
+   * Whether a directory's mtime moved since this pass read it. An entry made in it since then may be
+   * one the watcher never reports (made before the new directory's watch was in place), yet the scan
+   * saw it; the directory's own mtime is then the only sign that the pass is behind.
+   */
+  private async movedSinceScan(op: Extract<Op, { kind: 'dirattr' }>): Promise<boolean> {
+    try {
+      return (await lstat(join(this.opts.root, op.path), { bigint: true })).mtimeNs !== op.mtimeNs
+    } catch {
+      return false // gone: the watcher reports that
     }
   }
 
@@ -516,7 +541,7 @@ export class Syncer {
       this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: r.identity.mtimeNs })
       return
     }
-    this.commit(uploadId, path, local, r.identity, r.tree, r.refs)
+    void this.commit(uploadId, path, local, r.identity, r.tree, r.refs)
   }
 
   private async prepare(path: string): Promise<Prepared | NotReady> {
@@ -581,7 +606,13 @@ export class Syncer {
       settle(ok)
     }
 
-    const uploadId = await conn.openUpload()
+    let uploadId: number
+    try {
+      uploadId = await conn.openUpload()
+    } catch (err) {
+      release(false) // else an upload of the same content on the next connection waits for this one forever
+      throw err
+    }
     try {
       const { dataBytes, changed } = await streamSpans(file, spans, conn, uploadId)
       this.opts.stats.dataBytesSent += dataBytes
@@ -597,7 +628,7 @@ export class Syncer {
       throw err
     }
     const refs = spans.filter((s) => s.ref).map((s) => s.id)
-    this.commit(uploadId, path, local, id, file.tree, refs).then(release, () => release(false))
+    void this.commit(uploadId, path, local, id, file.tree, refs).then(release)
   }
 
   /**
@@ -619,7 +650,10 @@ export class Syncer {
       return o
     })
     this.track(settled, 'upload', path)
-    return settled.then((o) => o.ok)
+    return settled.then(
+      (o) => o.ok,
+      () => false, // the connection ended: the next one reconciles
+    )
   }
 
   private sendChange(op: Exclude<Op, { kind: 'upload' }>): void {
@@ -662,22 +696,26 @@ export class Syncer {
       }
     }
     this.opts.stats.changes++
-    this.track(conn.change(make), what, path)
+    // a refused RENAME leaves `from` on the server: both ends need another look
+    this.track(conn.change(make), what, path, op.kind === 'rename' ? op.from : undefined)
   }
 
-  /** Follows a reply: success is reported, failure puts the path back for another pass. */
-  private track(reply: Promise<Outcome>, what: string, path: string): void {
+  /** Follows a reply: success is reported, failure puts the path (and `alsoPath`) back for another pass. */
+  private track(reply: Promise<Outcome>, what: string, path: string, alsoPath?: string): void {
     const p = reply.then(
       (o) => {
         if (o.ok) {
           this.attempts.delete(path)
+          this.gaveUp.delete(path)
           this.opts.onApplied?.(what, path)
           return
         }
         this.opts.stats.failures++
         this.opts.log.warn(`server refused ${what} of ${path}: ${o.message}`, { code: o.code })
-        this.remote.markUnknown(path)
-        this.retryLater(path)
+        for (const p of alsoPath === undefined ? [path] : [path, alsoPath]) {
+          this.remote.markUnknown(p)
+          this.retryLater(p)
+        }
       },
       () => {}, // the connection ended: the next connection reconciles everything
     )
@@ -689,8 +727,20 @@ export class Syncer {
     const n = (this.attempts.get(path) ?? 0) + 1
     this.attempts.set(path, n)
     if (n >= MAX_ATTEMPTS) {
-      this.opts.log.error(`giving up on ${path} after ${n} attempts; it will be retried when it changes`)
+      if (n === MAX_ATTEMPTS) {
+        const later = this.once ? 'it will be retried when it changes' : 'trying again less often (and whenever it changes)'
+        this.opts.log.error(`giving up on ${path} for now after ${n} attempts; ${later}`)
+      }
       this.gaveUp.add(path)
+      // a full disk or a server-side fault clears up without the file changing: keep trying, slowly
+      if (!this.once) {
+        const delay = Math.min(SLOW_RETRY_MAX_MS, SLOW_RETRY_MS * 2 ** (n - MAX_ATTEMPTS))
+        setTimeout(() => {
+          if (!this.gaveUp.has(path)) return // changed meanwhile: already retried
+          this.dirty.add(path)
+          this.wake?.()
+        }, delay).unref()
+      }
       return
     }
     const delay = 50 * 2 ** n

@@ -22,6 +22,7 @@ import { protocolError } from './errors.js'
 import type { ListEntry, Message } from './messages.js'
 import { checkWirePath } from './paths.js'
 import { BodyReader } from './reader.js'
+import { fitUtf8 } from './text.js'
 
 // ---------------------------------------------------------------------------------------------
 // Encoding: size first, then one allocation per frame (CHUNK data stays a separate part, so a
@@ -88,7 +89,8 @@ function entryBytes(e: ListEntry, path: Buffer, target: Buffer | null): number {
 /**
  * The whole frame for a message, length prefix included, as one or two parts
  * (Buffer.concat(parts) is the frame). Callers pass well-formed values: the encoder does not
- * re-validate what the decoder checks.
+ * re-validate what the decoder checks, except that it shortens an ERROR's text to fit (the text often
+ * quotes a path, which alone may be longer).
  */
 export function encodeMessage(msg: Message): Buffer[] {
   const T = MESSAGE_TYPE
@@ -116,7 +118,7 @@ export function encodeMessage(msg: Message): Buffer[] {
     case 'pong':
       return [frame(T.PONG, 0).buf]
     case 'error': {
-      const text = utf8(msg.message)
+      const text = utf8(fitUtf8(msg.message, MAX_TEXT_BYTES))
       return [frame(T.ERROR, 4 + 2 + 2 + text.length).u32(msg.requestId).u16(msg.code).str(text).buf]
     }
     case 'ok':

@@ -4,14 +4,16 @@
 // for a grace period so that renames and copies across batches still find the old bytes.
 import { randomBytes } from 'node:crypto'
 import { chmodSync, constants as fsc, linkSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { digestFile, sameIdentity } from '../digest.js'
 import { FatalError, EXIT } from '../fatal.js'
 import { scanTree, type LocalEntry } from '../client/scan.js'
 import { nativeAvailable, setMtimeNs, syncFileSystem } from '../fs/native.js'
+import { removeTree } from '../fs/remove-tree.js'
 import type { Logger } from '../log.js'
 import type { ListEntry } from '../protocol/messages.js'
+import { MAX_PATH_BYTES } from '../protocol/constants.js'
 import { appliedMode } from '../protocol/modes.js'
 import { isSameOrBelow } from '../protocol/paths.js'
 import { Catalog, newDir, type DirNode, type FileNode, type Manifest, type MirrorNode } from './store/catalog.js'
@@ -156,7 +158,7 @@ export class Mirror {
   private async load(): Promise<void> {
     // Leftovers of a server that was killed: half-written uploads and expired grace copies.
     for (const dir of [this.tmpDir, this.trashDir]) {
-      for (const name of await readdir(dir)) await rm(join(dir, name), { recursive: true, force: true })
+      for (const name of await readdir(dir)) await removeTree(join(dir, name), this.trashDir)
     }
     const entries = await scanTree(this.root, { onWarning: (msg) => this.log.warn(msg), isIgnored: (p) => p === SFM_DIR })
     const records = new Map<bigint, JournalRecord[]>()
@@ -411,6 +413,11 @@ export class Mirror {
       node = restoring.node
       srcAbs = join(this.trashDir, restoring.name)
     }
+    // [M-RENAME-4] every path below must stay a valid wire path, and one the kernel can open below the root
+    const deepest = Buffer.byteLength(to) + Catalog.deepestBelow(node)
+    if (deepest > MAX_PATH_BYTES || Buffer.byteLength(this.root) + 1 + deepest > MAX_PATH_BYTES) {
+      throw new MirrorError('SFM_ERR_INVALID', `moving ${from} to ${to} would make paths below it ${deepest} bytes long`)
+    }
     const fromDir = node.parent!
     const dir = await this.ensureParent(to, touched)
     const name = leaf(to)
@@ -573,7 +580,7 @@ export class Mirror {
       this.forgetTrashItem(item)
       for (const file of Catalog.files(item.node)) this.index.removeFile(file)
       this.trash.detach(item.node)
-      await rm(join(this.trashDir, item.name), { recursive: true, force: true }).catch((err: Error) =>
+      await removeTree(join(this.trashDir, item.name), this.trashDir).catch((err: Error) =>
         this.log.warn(`cannot remove ${item.name} from the trash: ${err.message}`),
       )
       removed++

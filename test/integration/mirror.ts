@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { mirrorDifference, startClient, startServer, syncOnce, waitForMirror } from '../helpers/procs.js'
+import { mirrorDifference, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
 
 function populate(src: string): void {
   mkdirSync(join(src, 'sub/deep/er'), { recursive: true })
@@ -100,6 +100,8 @@ t.test('a renamed tree of 300 files costs one rename and no data', async (t) => 
   const server = await startServer(t, mirror)
   const client = startClient(t, src, server.port, ['--verbose'])
   await waitForMirror(src, mirror)
+  // the files are on the mirror before the client has logged their replies: wait for all 300 lines
+  await waitUntil(() => (client.output().match(/ upload tree\//g) ?? []).length === 300, 10_000, () => 'the initial uploads were not all logged')
   const before = client.output().length
   renameSync(join(src, 'tree'), join(src, 'renamed'))
   await waitForMirror(src, mirror)

@@ -5,6 +5,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import { join } from 'node:path'
 import t from 'tap'
 import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
+import { startProxy } from '../helpers/proxy.js'
 
 const MiB = 1 << 20
 
@@ -210,6 +211,29 @@ t.test('a client started before its server retries until the server is up', asyn
   await client.waitForOutput(/nothing is listening|retrying/, 10_000)
   await startServer(t, mirror, ['--port', String(port)])
   await waitForMirror(src, mirror, 30_000)
+})
+
+t.test('behind a proxy, a server down for seconds is waited for: closes without a greeting are retried', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  mkdirSync(src)
+  writeFileSync(join(src, 'before'), 'first')
+  let server = await startServer(t, mirror)
+  const port = server.port
+  // a tunnel or load balancer: it accepts at once, and closes when it cannot reach the server
+  const proxy = await startProxy(t, port)
+  const client = startClient(t, src, proxy.port)
+  await waitForMirror(src, mirror)
+  server.kill('SIGKILL')
+  await server.exited
+  writeFileSync(join(src, 'while-down'), 'second')
+  // wait for more closes without a greeting than a client refuses before its first greeting (3)
+  await waitUntil(() => proxy.connections >= 5, 20_000, () => `only ${proxy.connections} connections through the proxy`)
+  t.equal(client.child.exitCode, null, 'the client still runs')
+  server = await startServer(t, mirror, ['--port', String(port)])
+  await waitForMirror(src, mirror, 30_000)
+  t.match(client.output(), /without greeting.*retrying/, 'the client said what it saw')
 })
 
 t.test('sfmd refuses a non-empty folder that is not a mirror, unless --adopt', async (t) => {

@@ -129,6 +129,16 @@ export class Catalog {
     }
   }
 
+  /** Bytes of the longest path below `node` relative to it, with its leading '/' (0 for a leaf). */
+  static deepestBelow(node: MirrorNode): number {
+    if (node.kind !== 'dir') return 0
+    let most = 0
+    for (const child of node.children.values()) {
+      most = Math.max(most, 1 + Buffer.byteLength(child.name) + Catalog.deepestBelow(child))
+    }
+    return most
+  }
+
   static *files(node: MirrorNode): Generator<FileNode> {
     if (node.kind === 'file') yield node
     else if (node.kind === 'dir') for (const child of node.children.values()) yield* Catalog.files(child)
