@@ -712,9 +712,9 @@ export class Syncer {
         }
         this.opts.stats.failures++
         this.opts.log.warn(`server refused ${what} of ${path}: ${o.message}`, { code: o.code })
-        for (const p of alsoPath === undefined ? [path] : [path, alsoPath]) {
-          this.remote.markUnknown(p)
-          this.retryLater(p)
+        for (const again of alsoPath === undefined ? [path] : [path, alsoPath]) {
+          this.remote.markUnknown(again)
+          this.retryLater(again)
         }
       },
       () => {}, // the connection ended: the next connection reconciles everything
