@@ -435,6 +435,28 @@ t.test('expireTrash keeps items within their grace period, and expireTrash(true)
   await rejectsCode(t, m.rename('a', 'c'), 'SFM_ERR_NOT_FOUND', 'rename after expireTrash(true)')
 })
 
+t.test('a RENAME that brings an item back while a sweep is removing others keeps it (found by fuzzing)', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root, trashTtlMs: 60_000 })
+  await m.mkdir('x', 0o755, T0)
+  for (let i = 0; i < 20; i++) await commit(m, `x/f${i}`, Buffer.from(`x${i}`))
+  await m.mkdir('y', 0o755, T0)
+  await commit(m, 'y/kept', Buffer.from('kept'))
+  await m.delete('x')
+  await m.delete('y')
+  // a sweep of everything (as on a full disk) takes x first and awaits its removal; the RENAME runs
+  // meanwhile and restores y
+  const sweep = m.expireTrash(true)
+  await m.rename('y', 'z')
+  t.equal(await sweep, 1, 'the sweep removed x only')
+  t.strictSame(
+    listingOf(m).map((e) => e.path),
+    ['z', 'z/kept'],
+    'the restored tree is still in the catalog',
+  )
+  t.strictSame(diskPaths(root), ['z', 'z/kept'], 'and on disk')
+})
+
 // ------------------------------------------------------------------------------------------------
 // RENAME, SETATTR, MKDIR, SYMLINK
 

@@ -577,6 +577,9 @@ export class Mirror {
     let removed = 0
     for (const item of [...this.trashItems.values()]) {
       if (!all && item.expiresAt > now) continue
+      // While this loop awaits a removal, a RENAME may bring an item back into the mirror: it is no
+      // longer the trash's to remove (detaching it would drop a live tree from the catalog).
+      if (this.trashItems.get(item.name) !== item) continue
       this.forgetTrashItem(item)
       for (const file of Catalog.files(item.node)) this.index.removeFile(file)
       this.trash.detach(item.node)
