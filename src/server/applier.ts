@@ -91,6 +91,8 @@ export class Applier {
       const item = batch[i]!
       const s = staged[i]
       if (s instanceof MirrorError) {
+        // an upload that found the disk full: what the trash keeps is the room a retry needs
+        if (s.code === 'SFM_ERR_NO_SPACE') await this.mirror.expireTrash(true)
         outcomes.push({ ok: false, error: s })
         continue
       }

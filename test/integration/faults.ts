@@ -461,9 +461,9 @@ t.test('a full disk on the server: a clear error, retries, no torn file, and con
   if (giveUp) t.comment(`the client said: ${giveUp[0]} ... (from then on it retries every 10 s, doubling)`)
 
   // Room again: delete a big file the mirror has, so the rest fits. The server keeps what it deletes in
-  // its trash for 60 s, so the space comes back only then; the sample run also grows the file system so
-  // that it does not wait that long. Either way the client must upload what it could not before
-  // without being told anything else.
+  // its trash, and empties it when an upload finds the disk full, so the space comes back at the
+  // client's next retry (10 to 30 s later); the sample run also grows the file system. Either way the
+  // client must upload what it could not before without being told anything else.
   const victim = bigs.find((p) => !missing.includes(p))!
   r.dataset.remove(victim)
   if (!FULL) execFileSync('mount', ['-o', 'remount,size=112m', mount], { stdio: 'pipe' })
