@@ -90,21 +90,22 @@ export class Applier {
     for (let i = 0; i < batch.length; i++) {
       const item = batch[i]!
       const s = staged[i]
-      if (s instanceof MirrorError) {
-        // an upload that found the disk full: what the trash keeps is the room a retry needs
-        if (s.code === 'SFM_ERR_NO_SPACE') await this.mirror.expireTrash(true)
-        outcomes.push({ ok: false, error: s })
+      let error = s instanceof MirrorError ? s : null // failed while staged
+      if (!error) {
+        try {
+          for (const dir of await this.apply(item, s)) touched.add(dir)
+        } catch (err) {
+          error = fromFsError(err, describe(item))
+          if (s) await (item as QueuedChange).upload?.discard()
+        }
+      }
+      if (!error) {
+        outcomes.push({ ok: true })
         continue
       }
-      try {
-        for (const dir of await this.apply(item, s)) touched.add(dir)
-        outcomes.push({ ok: true })
-      } catch (err) {
-        const error = fromFsError(err, describe(item))
-        if (error.code === 'SFM_ERR_NO_SPACE') await this.mirror.expireTrash(true)
-        outcomes.push({ ok: false, error })
-        if (s) await (item as QueuedChange).upload?.discard()
-      }
+      // a full disk, while staging or applying: what the trash keeps is the room a retry needs
+      if (error.code === 'SFM_ERR_NO_SPACE') await this.mirror.expireTrash(true)
+      outcomes.push({ ok: false, error })
     }
     // 3. Flush the directories whose entries changed, then answer, in order.
     const t2 = performance.now()

@@ -7,7 +7,6 @@ import {
   chmodSync,
   closeSync,
   existsSync,
-  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -23,6 +22,7 @@ import { join } from 'node:path'
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads'
 import { waitForMirror, waitUntil } from './procs.js'
 import { Rng, seedFromEnv } from './rng.js'
+import { describeTree, firstDifference } from './tree.js'
 
 export { Rng }
 
@@ -551,41 +551,10 @@ export class Dataset {
 // ------------------------------------------------------------------------------------------------
 // Comparing folders cheaply
 
-/** A description by lstat only (kind, mode, size, mtime): no content is read. */
-function quickDescribe(root: string): Map<string, string> {
-  const out = new Map<string, string>()
-  const walk = (dir: string, prefix: string) => {
-    for (const name of readdirSync(dir)) {
-      if (!prefix && name === '.sfm') continue
-      const abs = join(dir, name)
-      const path = prefix ? `${prefix}/${name}` : name
-      const st = lstatSync(abs, { bigint: true })
-      const mode = Number(st.mode & 0o777n)
-      if (st.isDirectory()) {
-        out.set(path, `dir ${(mode | 0o700).toString(8)} ${st.mtimeNs}`)
-        walk(abs, path)
-      } else if (st.isFile()) out.set(path, `file ${mode.toString(8)} ${st.size} ${st.mtimeNs}`)
-      else if (st.isSymbolicLink()) out.set(path, `symlink ${st.mtimeNs}`)
-      else out.set(path, `other ${mode.toString(8)}`)
-    }
-  }
-  walk(root, '')
-  return out
-}
-
-/** The first difference in kind, mode, size or mtime between two folders, or null. */
+/** The first difference in kind, mode, size, mtime or symlink target between two folders, or null. */
 export function quickDifference(src: string, mirror: string): string | null {
   try {
-    const a = quickDescribe(src)
-    const b = quickDescribe(mirror)
-    for (const [p, d] of a) {
-      const e = b.get(p)
-      if (e === undefined) return `${p}: missing in the mirror`
-      if (e !== d) return `${p}: source ${d}, mirror ${e}`
-      b.delete(p)
-    }
-    for (const p of b.keys()) return `${p}: in the mirror only`
-    return null
+    return firstDifference(describeTree(src, { content: false }), describeTree(mirror, { content: false }))
   } catch (err) {
     return String(err) // something vanished while it was read
   }

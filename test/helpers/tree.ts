@@ -14,8 +14,11 @@ export interface Described {
   target?: string
 }
 
-/** Every entry below `root` except a top-level `.sfm`; directories' mtimes included unless told not to. */
-export function describeTree(root: string, opts: { dirMtimes?: boolean } = {}): Described[] {
+/**
+ * Every entry below `root` except a top-level `.sfm`; directories' mtimes included unless told not to,
+ * and files' contents (hashed) unless `content` is false (a cheap look by lstat only).
+ */
+export function describeTree(root: string, opts: { dirMtimes?: boolean; content?: boolean } = {}): Described[] {
   const out: Described[] = []
   const walk = (dir: string, prefix: string) => {
     for (const name of readdirSync(dir).sort()) {
@@ -29,7 +32,7 @@ export function describeTree(root: string, opts: { dirMtimes?: boolean } = {}): 
         out.push({ path, kind: 'dir', mode: mode | 0o700, mtimeNs: opts.dirMtimes === false ? '-' : String(st.mtimeNs) })
         walk(abs, path)
       } else if (st.isFile()) {
-        const sha = createHash('sha256').update(readFileSync(abs)).digest('hex')
+        const sha = opts.content === false ? undefined : createHash('sha256').update(readFileSync(abs)).digest('hex')
         out.push({ path, kind: 'file', mode, mtimeNs: String(st.mtimeNs), size: Number(st.size), sha })
       } else if (st.isSymbolicLink()) {
         out.push({ path, kind: 'symlink', mode: 0, mtimeNs: String(st.mtimeNs), target: readlinkSync(abs) })
