@@ -4,6 +4,10 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import { join } from 'node:path'
 import { type LocalEntry, rootIdentity, sameRoot, scanTree, statEntry } from '../src/client/scan.js'
+import { listDirFunction } from '../src/fs/list-dir.js'
+
+const portable = process.env.SFM_NO_NATIVE_SCAN === '1'
+t.equal(listDirFunction() !== null, !portable, portable ? 'scans with readdir and lstat' : 'scans with the addon (built by npm install)')
 
 // Runs scanTree and collects its warnings.
 async function scan(root: string, opts: Omit<Parameters<typeof scanTree>[1], 'onWarning'> = {}) {

@@ -17,7 +17,7 @@ import { KnownContent, type CacheLimits } from './known.js'
 import { checkRootIdentity, defaultStateDir, RootRecord, type DeleteLimit } from './safety.js'
 import { SyncStats } from './stats.js'
 import { RootChangedError, Syncer } from './syncer.js'
-import { watchFolder, type FolderWatch, type WatchError } from './watch.js'
+import type { FolderWatch, WatchError } from './watch.js'
 
 export interface ClientOptions {
   root: string
@@ -222,6 +222,8 @@ export class SfmClient {
       this.wakeRetry?.()
     }
     try {
+      // loaded here, not at startup: the watcher library takes ~40 ms to load, which --once never needs
+      const { watchFolder } = await import('./watch.js')
       return await watchFolder(root, (paths) => syncer.markChanged(paths), onError)
     } catch (err) {
       if ((err as WatchError).code === 'SFM_ROOT_GONE') throw new FatalError((err as Error).message, EXIT.ENVIRONMENT)
