@@ -1,5 +1,5 @@
-# Builds build/Release/sfm_native.node and sfm_scan.node (see scripts/build-native.mjs,
-# src/fs/native.ts and src/fs/list-dir.ts).
+# Builds build/Release/sfm_native.node and sfm_folder.node (see scripts/build-native.mjs,
+# src/fs/native.ts and src/fs/folder-addon.ts).
 {
   "target_defaults": {
     "defines": ["NAPI_VERSION=8"],
@@ -16,8 +16,8 @@
       "sources": ["src/native/sfm_native.c"]
     },
     {
-      "target_name": "sfm_scan",
-      "sources": ["src/native/sfm_scan.c"]
+      "target_name": "sfm_folder",
+      "sources": ["src/native/sfm_folder.c"]
     }
   ]
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { type LocalEntry, rootIdentity, sameRoot, scanTree, statEntry } from '../src/client/scan.js'
 import { listDirFunction } from '../src/fs/list-dir.js'
 
-const portable = process.env.SFM_NO_NATIVE_SCAN === '1'
+const portable = process.env.SFM_NO_FOLDER_ADDON === '1'
 t.equal(listDirFunction() !== null, !portable, portable ? 'scans with readdir and lstat' : 'scans with the addon (built by npm install)')
 
 // Runs scanTree and collects its warnings.

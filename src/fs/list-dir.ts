@@ -1,8 +1,7 @@
-// A directory's entries with their lstat, in one call (src/native/sfm_scan.c): what the folder scan
+// A directory's entries with their lstat, in one call (src/native/sfm_folder.c): what the folder scan
 // does for every directory. Optional like the other addon: null from listDirFunction() means the
 // caller lists with readdir and lstat.
-import { createRequire } from 'node:module'
-import { getSystemErrorName } from 'node:util'
+import { NS_PER_SEC, errnoError, folderBinding } from './folder-addon.js'
 
 /** What lstat says of one entry, as the scan needs it. */
 export interface EntryStat {
@@ -26,28 +25,11 @@ export interface ListedEntry {
 
 export type ListDir = (path: string, opts: { noFollow: boolean }) => Promise<ListedEntry[]>
 
-interface Binding {
-  listDir(path: string, noFollow: boolean): Promise<Buffer>
-}
-
-// src/fs/list-dir.ts and dist/fs/list-dir.js both sit two levels below the repository root.
-const ADDON_PATH = '../../build/Release/sfm_scan.node'
-
-const binding = ((): Binding | undefined => {
-  if (process.env.SFM_NO_NATIVE_SCAN === '1') return undefined // to test the fallback
-  try {
-    return createRequire(import.meta.url)(ADDON_PATH) as Binding
-  } catch {
-    return undefined // not built: scripts/build-native.mjs warned at install time
-  }
-})()
-
 const STAT_BYTES = 52
-const NS_PER_SEC = 1_000_000_000n
 
 /** Lists `path` (following it if it is a symlink, unless noFollow) and lstats each entry. */
 async function listDir(path: string, opts: { noFollow: boolean }): Promise<ListedEntry[]> {
-  const buf = await binding!.listDir(path, opts.noFollow)
+  const buf = await folderBinding!.listDir(path, opts.noFollow)
   const failed = buf.readInt32LE(0)
   if (failed !== 0) throw errnoError(failed, 'scandir', path)
   const entries: ListedEntry[] = []
@@ -82,10 +64,5 @@ async function listDir(path: string, opts: { noFollow: boolean }): Promise<Liste
 
 /** The native lister, or null when the addon is not built. */
 export function listDirFunction(): ListDir | null {
-  return binding === undefined ? null : listDir
-}
-
-function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
-  const code = getSystemErrorName(-errno)
-  return Object.assign(new Error(`${code}: ${syscall} failed, '${path}'`), { errno: -errno, code, syscall, path })
+  return folderBinding === undefined ? null : listDir
 }
