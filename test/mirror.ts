@@ -66,8 +66,11 @@ async function openMirror(t: Test, opts: Partial<MirrorOptions> & { root: string
   return m
 }
 
-/** Writes `data` as a finished upload under the mirror's tmp folder, as Upload.stage leaves it. */
-function stage(m: Mirror, data: Buffer, mode = 0o644, mtimeNs = T0): StagedFile {
+/**
+ * Writes `data` as a finished upload under the mirror's tmp folder, as Upload.stage leaves a file it
+ * flushed on its own; `ino` is the staged file's, to check that this very file lands in place.
+ */
+function stage(m: Mirror, data: Buffer, mode = 0o644, mtimeNs = T0): StagedFile & { ino: bigint } {
   const tmpPath = m.newTempPath('test')
   writeFileSync(tmpPath, data)
   chmodSync(tmpPath, mode & 0o777)
@@ -84,7 +87,7 @@ function stage(m: Mirror, data: Buffer, mode = 0o644, mtimeNs = T0): StagedFile 
   }
 }
 
-async function commit(m: Mirror, path: string, data: Buffer, mode = 0o644, mtimeNs = T0): Promise<StagedFile> {
+async function commit(m: Mirror, path: string, data: Buffer, mode = 0o644, mtimeNs = T0): Promise<StagedFile & { ino: bigint }> {
   const s = stage(m, data, mode, mtimeNs)
   await m.commitFile(path, s)
   return s

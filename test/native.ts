@@ -3,8 +3,10 @@ import { join } from 'node:path'
 import t from 'tap'
 import {
   copyFileRange,
+  linkUnnamedFile,
   nativeAvailable,
   nativeLoadError,
+  openUnnamedFile,
   setMtimeNs,
   setMtimeNsFd,
   splitNs,
@@ -118,6 +120,23 @@ t.test('syncFileSystem flushes the file system of a directory fd', { skip }, asy
   t.teardown(() => fs.closeSync(fd))
   await t.resolves(syncFileSystem(fd))
   await t.rejects(syncFileSystem(2 ** 30), { code: 'EBADF', syscall: 'syncfs' })
+})
+
+t.test('an unnamed file is invisible until linkUnnamedFile names it, and a taken name is EEXIST', { skip }, async (t) => {
+  const dir = t.testdir({ taken: 'x' })
+  const fd = openUnnamedFile(dir, 0o640)
+  t.not(fd, null, 'this file system has O_TMPFILE')
+  t.teardown(() => fs.closeSync(fd!))
+  fs.writeSync(fd!, 'unnamed bytes', 0)
+  t.strictSame(fs.readdirSync(dir), ['taken'], 'no name in the folder')
+  t.equal(fs.fstatSync(fd!).nlink, 0, 'no link at all')
+  t.throws(() => linkUnnamedFile(fd!, join(dir, 'taken')), { code: 'EEXIST', syscall: 'link' })
+  linkUnnamedFile(fd!, join(dir, 'named'))
+  t.equal(fs.readFileSync(join(dir, 'named'), 'utf8'), 'unnamed bytes')
+  t.equal(fs.statSync(join(dir, 'named')).mode & 0o777, 0o640)
+  t.equal(fs.fstatSync(fd!).ino, fs.statSync(join(dir, 'named')).ino, 'the open file got the name')
+  t.throws(() => openUnnamedFile(join(dir, 'missing'), 0o600), { code: 'ENOENT' })
+  t.throws(() => linkUnnamedFile(2 ** 30, join(dir, 'bad')), { code: 'EBADF' })
 })
 
 t.test('copyFileRange copies a range between files inside the kernel', async (t) => {

@@ -2,7 +2,7 @@
 // hand-built bytes, and sfm's own Connection as the well-behaved client. Each bad connection must get the
 // exact ERROR (request id 0) and be closed by the server; the server must keep serving everyone else.
 import { randomBytes } from 'node:crypto'
-import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
@@ -274,8 +274,23 @@ async function assertServes(t: Test, run: Running, label: string, o: ClientOpts 
   await within(conn.closed, 'the connection to close')
 }
 
+/**
+ * The uploads' files: named ones under .sfm/tmp, and the unnamed ones (O_TMPFILE) that this process,
+ * which runs the server, holds open there; /proc shows those as `<dir>/#<inode> (deleted)`.
+ */
 function tmpFiles(root: string): string[] {
-  return readdirSync(join(root, '.sfm', 'tmp'))
+  const tmpDir = join(root, '.sfm', 'tmp')
+  const unnamed: string[] = []
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let target: string
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      continue // closed since the listing
+    }
+    if (target.startsWith(`${tmpDir}/#`) && target.endsWith(' (deleted)')) unnamed.push(target)
+  }
+  return [...readdirSync(tmpDir), ...unnamed]
 }
 
 // ---------------------------------------------------------------------------------------------

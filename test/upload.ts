@@ -3,15 +3,15 @@
 // size and content id checked, and the budget of queued copies always given back (CHUNK data is
 // written at once, so it takes nothing from the budget).
 import t from 'tap'
-import { lstatSync, readFileSync, readdirSync, statSync, writeFileSync, truncateSync } from 'node:fs'
+import { fstatSync, lstatSync, readFileSync, readSync, readdirSync, statSync, writeFileSync, truncateSync } from 'node:fs'
 import { join } from 'node:path'
 import { digestBuffer, type Digest } from '../src/digest.js'
-import { setMtimeNs } from '../src/fs/native.js'
+import { nativeAvailable, setMtimeNs } from '../src/fs/native.js'
 import { EMPTY_CONTENT_ID, hash128 } from '../src/hash.js'
 import { silentLogger } from '../src/log.js'
 import type { Commit, Ref } from '../src/protocol/messages.js'
 import { contentIdOf } from '../src/tree.js'
-import { Mirror, type MirrorOptions } from '../src/server/mirror.js'
+import { Mirror, type MirrorOptions, type StagedFile } from '../src/server/mirror.js'
 import { Upload, type WriteBudget } from '../src/server/upload.js'
 
 type Test = Pick<typeof t, 'teardown' | 'ok' | 'notOk' | 'equal' | 'rejects'>
@@ -97,6 +97,19 @@ async function put(m: Mirror, budget: WriteBudget, path: string, data: Buffer, m
   return d
 }
 
+/** The bytes of a staged upload, read through its open file (an unnamed one has no path). */
+function stagedBytes(s: StagedFile): Buffer {
+  const size = fstatSync(s.fd!).size
+  const buf = Buffer.alloc(size)
+  let n = 0
+  while (n < size) {
+    const got = readSync(s.fd!, buf, n, size - n, n)
+    if (got === 0) break
+    n += got
+  }
+  return buf.subarray(0, n)
+}
+
 async function stageCode(p: Promise<unknown>): Promise<string> {
   return p.then(
     () => 'staged',
@@ -116,12 +129,12 @@ t.test('CHUNKs and stage give a temporary file with the right content, mode, mti
   t.ok(budget.taken <= data.length, 'at most the CHUNK data is held against the budget while it is written')
   const s = await u.stage(commitMsg('f', data.length, d.contentId, 0o640, T1), true)
   t.notOk(u.failed)
-  t.ok(s.tmpPath.startsWith(m.tmpDir + '/'), 'under .sfm/tmp')
-  t.strictSame(readFileSync(s.tmpPath), data)
-  const st = lstatSync(s.tmpPath, { bigint: true })
+  t.ok(s.tmpPath?.startsWith(m.tmpDir + '/'), 'flushed on its own: named under .sfm/tmp')
+  t.strictSame(readFileSync(s.tmpPath!), data)
+  const st = lstatSync(s.tmpPath!, { bigint: true })
   t.equal(Number(st.mode & 0o777n), 0o640)
   t.equal(st.mtimeNs, T1)
-  t.equal(s.ino, st.ino)
+  t.equal(fstatSync(s.fd!, { bigint: true }).ino, st.ino, 'the named file is the open one')
   t.equal(s.size, data.length)
   t.strictSame(s.contentId, d.contentId)
   t.strictSame(s.manifest.ids, d.ids)
@@ -135,12 +148,77 @@ t.test('CHUNKs and stage give a temporary file with the right content, mode, mti
   t.strictSame(readdirSync(m.tmpDir), [])
 })
 
+t.test('staged for a file-system-wide flush, an upload is an unnamed file until it is linked into place', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const data = bytes(200_000, 7)
+  const d = digestBuffer(data)
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunksOf(data, d))
+  const s = await u.stage(commitMsg('dir/f', data.length, d.contentId, 0o640, T1), false)
+  t.equal(s.tmpPath, null, 'no name of its own')
+  t.strictSame(readdirSync(m.tmpDir), [], 'nothing under .sfm/tmp')
+  t.strictSame(readdirSync(root).sort(), ['.sfm'], 'nothing in the mirror yet')
+  await m.commitFile('dir/f', s)
+  u.release()
+  const abs = join(root, 'dir/f')
+  t.strictSame(readFileSync(abs), data)
+  const st = lstatSync(abs, { bigint: true })
+  t.equal(Number(st.mode & 0o777n), 0o640)
+  t.equal(st.mtimeNs, T1)
+  t.equal(st.nlink, 1n, 'one name')
+  const node = m.catalog.get('dir/f')
+  t.ok(node?.kind === 'file' && node.ino === st.ino && node.ctimeNs === st.ctimeNs, 'the catalog has its identity after the link')
+  t.strictSame(readdirSync(m.tmpDir), [])
+
+  // over an existing file: replaced in one rename, the old version kept in the trash
+  const next = bytes(50_000, 8)
+  const d2 = digestBuffer(next)
+  const u2 = new Upload(nextId++, m, budget)
+  sendChunks(u2, chunksOf(next, d2))
+  const s2 = await u2.stage(commitMsg('dir/f', next.length, d2.contentId, 0o600, T0), false)
+  await m.commitFile('dir/f', s2)
+  u2.release()
+  t.strictSame(readFileSync(abs), next)
+  t.equal(lstatSync(abs).mode & 0o777, 0o600)
+  t.strictSame(readdirSync(m.tmpDir), [], 'the link made for the rename is gone with it')
+  t.equal(readdirSync(m.trashDir).length, 1, 'the old version is in the trash')
+
+  // over an entry the catalog does not know (made behind the server's back): replaced too
+  writeFileSync(join(root, 'dir/g'), 'not from the client')
+  const u3 = new Upload(nextId++, m, budget)
+  sendChunks(u3, chunksOf(next, d2))
+  const s3 = await u3.stage(commitMsg('dir/g', next.length, d2.contentId), false)
+  await m.commitFile('dir/g', s3)
+  u3.release()
+  t.strictSame(readFileSync(join(root, 'dir/g')), next)
+  t.strictSame(readdirSync(m.tmpDir), [])
+  checkBudget(t, budget)
+})
+
+t.test('a discarded unnamed upload leaves nothing behind', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const data = bytes(100_000, 9)
+  const d = digestBuffer(data)
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunksOf(data, d))
+  const s = await u.stage(commitMsg('f', data.length, d.contentId), false)
+  const fd = s.fd!
+  await u.discard()
+  t.throws(() => fstatSync(fd), { code: 'EBADF' }, 'its file is closed')
+  t.strictSame(readdirSync(m.tmpDir), [])
+  t.strictSame(readdirSync(root), ['.sfm'])
+})
+
 t.test('an upload with no CHUNK or REFS is the empty file', async (t) => {
   const m = await openMirror(t, { root: t.testdir() })
   const budget = new CountingBudget()
   const u = new Upload(nextId++, m, budget)
   const s = await u.stage(commitMsg('e', 0, EMPTY_CONTENT_ID), false)
-  t.equal(statSync(s.tmpPath).size, 0)
+  t.equal(fstatSync(s.fd!).size, 0)
   t.strictSame(s.contentId, hash128(Buffer.alloc(0)))
   t.equal(s.manifest.lengths.length, 0)
   checkBudget(t, budget)
@@ -176,7 +254,7 @@ t.test('REFS to content the index has: copied and verified', async (t) => {
   const u1 = new Upload(nextId++, m, budget)
   u1.addRefs([{ hash: a.contentId, length: a.size }])
   const s1 = await u1.stage(commitMsg('copy', a.size, a.contentId), false)
-  t.strictSame(readFileSync(s1.tmpPath), dataA, 'by content id')
+  t.strictSame(stagedBytes(s1), dataA, 'by content id')
   t.strictSame(s1.manifest.ids, a.ids, "the copy's manifest is the source's chunks")
   await m.commitFile('copy', s1)
 
@@ -188,7 +266,7 @@ t.test('REFS to content the index has: copied and verified', async (t) => {
   const u2 = new Upload(nextId++, m, budget)
   u2.addRefs(refs)
   const s2 = await u2.stage(commitMsg('rev', reversed.length, revId), false)
-  t.strictSame(readFileSync(s2.tmpPath), reversed, 'by chunk ids')
+  t.strictSame(stagedBytes(s2), reversed, 'by chunk ids')
   await u2.discard()
 
   // REFS and CHUNKs mixed: the old file, then new bytes
@@ -198,7 +276,7 @@ t.test('REFS to content the index has: copied and verified', async (t) => {
   u3.addRefs([{ hash: a.contentId, length: a.size }])
   u3.addChunk({ type: 'chunk', uploadId: u3.id, hash: hash128(extra), data: extra })
   const s3 = await u3.stage(commitMsg('mixed', a.size + extra.length, mixedId), false)
-  t.strictSame(readFileSync(s3.tmpPath), Buffer.concat([dataA, extra]), 'REFS then CHUNK')
+  t.strictSame(stagedBytes(s3), Buffer.concat([dataA, extra]), 'REFS then CHUNK')
   await m.commitFile('mixed', s3)
   t.strictSame(readFileSync(join(root, 'mixed')), Buffer.concat([dataA, extra]))
   checkBudget(t, budget)
@@ -213,7 +291,7 @@ t.test('a REF can name content in the trash (deleted during the grace period)', 
   const u = new Upload(nextId++, m, budget)
   u.addRefs([{ hash: a.contentId, length: a.size }])
   const s = await u.stage(commitMsg('b', a.size, a.contentId), false)
-  t.strictSame(readFileSync(s.tmpPath), data)
+  t.strictSame(stagedBytes(s), data)
   await u.discard()
   checkBudget(t, budget)
 })
@@ -265,7 +343,7 @@ t.test('a REF to a chunk sent earlier in the same upload', async (t) => {
   const expected = Buffer.concat([c, other, c, c])
   const contentId = contentIdOf(Buffer.concat([id, hash128(other), id, id]), [c.length, other.length, c.length, c.length])
   const s = await u.stage(commitMsg('f', expected.length, contentId), false)
-  t.strictSame(readFileSync(s.tmpPath), expected)
+  t.strictSame(stagedBytes(s), expected)
   await u.discard()
   checkBudget(t, budget)
 })
@@ -338,7 +416,7 @@ t.test('a REF to one unchanged chunk of a file changed elsewhere is still served
   const u1 = new Upload(nextId++, m, budget)
   u1.addRefs([first])
   const s1 = await u1.stage(commitMsg('x', first.length, first.hash), false)
-  t.strictSame(readFileSync(s1.tmpPath), original.subarray(0, first.length), 'the first chunk still verifies')
+  t.strictSame(stagedBytes(s1), original.subarray(0, first.length), 'the first chunk still verifies')
   await u1.discard()
 
   const last: Ref = { hash: Buffer.from(a.ids.subarray((n - 1) * 16)), length: a.lengths[n - 1]! }

@@ -1,5 +1,6 @@
-// Exact mtimes and whole-file-system sync through the optional addon in src/native/, with
-// portable fallbacks when it was not built (scripts/build-native.mjs says so at install time).
+// Exact mtimes, whole-file-system sync, in-kernel copies and unnamed files through the optional addon
+// in src/native/, with portable fallbacks when it was not built (scripts/build-native.mjs says so at
+// install time).
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
 
@@ -8,6 +9,8 @@ interface Binding {
   futimesNs(fd: number, sec: bigint, nsec: number): void
   syncfs(fd: number): Promise<void>
   copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
+  openTmpfile(dir: string, mode: number): number
+  linkFd(fd: number, path: string): void
 }
 
 const NS_PER_SEC = 1_000_000_000n
@@ -113,6 +116,32 @@ export const copyFileRange = async (fdIn: number, offIn: number, fdOut: number, 
     copied += n
   }
   return copied
+}
+
+/** Set once the file system refused an unnamed file: from then on openUnnamedFile() does not try. */
+let unnamedRefused = binding === undefined
+
+/**
+ * A new regular file with no name in the file system of `dir` (O_TMPFILE), or null where that is not
+ * available (no addon, not Linux, a file system without support). Nobody can see it until
+ * linkUnnamedFile() names it, and a process that dies before that leaves nothing behind.
+ */
+export const openUnnamedFile = (dir: string, mode: number): number | null => {
+  if (unnamedRefused) return null
+  try {
+    return binding!.openTmpfile(dir, mode)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    // ENOTSUP: the file system cannot; EISDIR, EINVAL: a kernel older than O_TMPFILE
+    if (code !== 'ENOTSUP' && code !== 'EISDIR' && code !== 'EINVAL') throw err
+    unnamedRefused = true
+    return null
+  }
+}
+
+/** Names the unnamed file open as `fd` `path`; fails with EEXIST if `path` exists. */
+export const linkUnnamedFile = (fd: number, path: string): void => {
+  binding!.linkFd(fd, path)
 }
 
 /**

@@ -1,7 +1,8 @@
-/* sfm_native owns the three file-system calls Node 20 lacks: utimensat(2) and futimens(2) with a
- * full-precision mtime (atime left alone), and syncfs(2). src/fs/native.ts is its only caller. */
+/* sfm_native owns the file-system calls Node 20 lacks: utimensat(2) and futimens(2) with a
+ * full-precision mtime (atime left alone), syncfs(2), copy_file_range(2), and unnamed files
+ * (open(2) with O_TMPFILE, then linkat(2) to give one a name). src/fs/native.ts is its only caller. */
 
-#define _GNU_SOURCE /* syncfs(2), strerrorname_np(3) */
+#define _GNU_SOURCE /* syncfs(2), O_TMPFILE, AT_EMPTY_PATH, strerrorname_np(3) */
 #ifndef NAPI_VERSION
 #define NAPI_VERSION 8
 #endif
@@ -34,6 +35,7 @@ static const char *errno_name(int err) {
     case EBADF: return "EBADF";
     case EBUSY: return "EBUSY";
     case EDQUOT: return "EDQUOT";
+    case EEXIST: return "EEXIST";
     case EFAULT: return "EFAULT";
     case EINTR: return "EINTR";
     case EINVAL: return "EINVAL";
@@ -52,6 +54,7 @@ static const char *errno_name(int err) {
     case EROFS: return "EROFS";
     case ESRCH: return "ESRCH";
     case ETXTBSY: return "ETXTBSY";
+    case EXDEV: return "EXDEV";
     default: break;
   }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
@@ -97,6 +100,28 @@ static napi_value make_errno_error(napi_env env, int err, const char *syscall, n
 static void throw_errno(napi_env env, int err, const char *syscall, napi_value path) {
   napi_value error = make_errno_error(env, err, syscall, path);
   if (error != NULL) napi_throw(env, error);
+}
+
+/* Copies a JS string argument into a new C string; throws (and returns NULL) if it is not a string
+ * or holds a NUL, which would silently cut the path short (Node's fs rejects it too). */
+static char *get_path(napi_env env, napi_value value, const char *syscall) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "path must be a string");
+    return NULL;
+  }
+  char *path = malloc(len + 1);
+  if (path == NULL) {
+    throw_errno(env, ENOMEM, syscall, value);
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, value, path, len + 1, &len);
+  if (strlen(path) != len) {
+    free(path);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "path must not contain NUL bytes");
+    return NULL;
+  }
+  return path;
 }
 
 /* Seconds arrive as a BigInt (any int64) or as a Number that is an exact integer. A double is
@@ -179,23 +204,8 @@ static napi_value utimes_ns(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "path must be a string");
-    return NULL;
-  }
-  char *path = malloc(len + 1);
-  if (path == NULL) {
-    throw_errno(env, ENOMEM, "utimensat", argv[0]);
-    return NULL;
-  }
-  napi_get_value_string_utf8(env, argv[0], path, len + 1, &len);
-  /* A NUL inside the string would silently cut the path short; Node's fs rejects it too. */
-  if (strlen(path) != len) {
-    free(path);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "path must not contain NUL bytes");
-    return NULL;
-  }
+  char *path = get_path(env, argv[0], "utimensat");
+  if (path == NULL) return NULL;
 
   struct timespec times[2];
   bool no_follow = false;
@@ -393,12 +403,84 @@ static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
   return queue_job(env, "sfm:copy_file_range", copy_execute, copy_complete, job, &job->work, &job->deferred);
 }
 
+/* openTmpfile(dir: string, mode: number): number. A new regular file with no name, on the file system
+ * of `dir` (open(2) with O_TMPFILE): nothing can see it until linkFd() names it, and if the process
+ * dies first the kernel frees it, so no half-written file is ever left behind. Throws EOPNOTSUPP (or
+ * EISDIR, EINVAL on old kernels) where the file system cannot. */
+static napi_value open_tmpfile(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "openTmpfile(dir, mode)");
+    return NULL;
+  }
+  uint32_t mode;
+  if (napi_get_value_uint32(env, argv[1], &mode) != napi_ok || mode > 07777) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mode must be a permission number");
+    return NULL;
+  }
+  char *dir = get_path(env, argv[0], "open");
+  if (dir == NULL) return NULL;
+#if defined(__linux__) && defined(O_TMPFILE)
+  /* no O_EXCL: that would forbid linkFd() */
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+  int err = errno;
+#else
+  int fd = -1;
+  int err = EOPNOTSUPP;
+#endif
+  free(dir);
+  if (fd < 0) {
+    throw_errno(env, err, "open", argv[0]);
+    return NULL;
+  }
+  napi_value result;
+  NAPI_OK(napi_create_int32(env, fd, &result));
+  return result;
+}
+
+/* linkFd(fd: number, path: string): undefined. Gives the file open as `fd` (from openTmpfile) the
+ * name `path`, which must not exist (EEXIST). linkat(2) with AT_EMPTY_PATH needs a capability that
+ * an unprivileged process may lack; the same link through /proc/self/fd needs none. */
+static napi_value link_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "linkFd(fd, path)");
+    return NULL;
+  }
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  char *path = get_path(env, argv[1], "link");
+  if (path == NULL) return NULL;
+#ifdef __linux__
+  int rc = linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH);
+  int err = errno;
+  if (rc != 0 && (err == ENOENT || err == EPERM)) {
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    err = errno;
+  }
+#else
+  int rc = -1;
+  int err = ENOSYS;
+#endif
+  free(path);
+  if (rc != 0) throw_errno(env, err, "link", argv[1]);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"utimesNs", NULL, utimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futimesNs", NULL, futimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfs", NULL, syncfs_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copyFileRange", NULL, copy_file_range_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openTmpfile", NULL, open_tmpfile, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"linkFd", NULL, link_fd, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

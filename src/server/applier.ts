@@ -66,6 +66,7 @@ export class Applier {
 
   private async applyBatch(batch: Queued[]): Promise<void> {
     const t0 = performance.now()
+    this.mirror.startBatch()
     // 1. Finish the data of every upload in the batch and flush it: each file, or all with one syncfs.
     const commits = batch.filter((item) => item.change.type === 'commit').length
     const grouped = this.fsync && commits >= GROUP_FLUSH_FILES && this.mirror.canFlushAll
@@ -96,13 +97,16 @@ export class Applier {
           for (const dir of await this.apply(item, s)) touched.add(dir)
         } catch (err) {
           error = fromFsError(err, describe(item))
-          if (s) await (item as QueuedChange).upload?.discard()
         }
       }
+      // a staged upload holds its file open until it is in place, or dropped
+      const upload = (item as QueuedChange).upload
       if (!error) {
+        upload?.release()
         outcomes.push({ ok: true })
         continue
       }
+      if (s) await upload?.discard()
       // a full disk, while staging or applying: what the trash keeps is the room a retry needs
       if (error.code === 'SFM_ERR_NO_SPACE') await this.mirror.expireTrash(true)
       outcomes.push({ ok: false, error })

@@ -3,13 +3,13 @@
 // final place under `.sfm/` and renames them in, and keeps what it deletes or replaces in `.sfm/trash/`
 // for a grace period so that renames and copies across batches still find the old bytes.
 import { randomBytes } from 'node:crypto'
-import { chmodSync, constants as fsc, linkSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
+import { chmodSync, constants as fsc, fstatSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { digestFile, sameIdentity } from '../digest.js'
 import { FatalError, EXIT } from '../fatal.js'
 import { scanTree, type LocalEntry } from '../client/scan.js'
-import { nativeAvailable, setMtimeNs, syncFileSystem } from '../fs/native.js'
+import { linkUnnamedFile, nativeAvailable, setMtimeNs, syncFileSystem } from '../fs/native.js'
 import { removeTree } from '../fs/remove-tree.js'
 import type { Logger } from '../log.js'
 import type { ListEntry } from '../protocol/messages.js'
@@ -34,15 +34,17 @@ export interface MirrorOptions {
   log: Logger
 }
 
-/** A finished upload, ready to be renamed into place. */
+/** A finished upload, ready to be put in place. */
 export interface StagedFile {
-  tmpPath: string
+  /** Its name under `.sfm/tmp/`, to rename into place; null for an unnamed file, linked in by `fd`. */
+  tmpPath: string | null
+  /** The file, still open: its identity after the move is read from it. Required when unnamed. */
+  fd?: number
   size: number
   contentId: Buffer
   manifest: Manifest
   mode: number
   mtimeNs: bigint
-  ino: bigint
 }
 
 interface TrashItem {
@@ -70,6 +72,8 @@ export class Mirror {
   private readonly trashByPath = new Map<string, TrashItem>()
   private readonly trashTtlMs: number
   private seq = 0
+  /** Parents guardPath() found to be real directories on disk in this batch. */
+  private readonly checkedDirs = new Set<string>()
   private trashTimer: NodeJS.Timeout | null = null
   /** Whether the file system would take a name other than `.sfm` for `.sfm` (case folding, trailing dots). */
   private foldsNames = false
@@ -277,15 +281,26 @@ export class Mirror {
   // Changes. The applier calls these one at a time, in the order the client sent them [M-SEM-4].
 
   /**
+   * Starts a batch of changes: the parents guardPath() checked on disk are checked again. Within a
+   * batch each parent is checked once, not once per file: a burst of a thousand files in one folder
+   * costs one lstat, not a thousand.
+   */
+  startBatch(): void {
+    this.checkedDirs.clear()
+  }
+
+  /**
    * Refuses a path the file system would resolve into `.sfm/` [M-PATH-2], or whose parents on disk are
    * not real directories [M-SEM-6]. The catalog already knows every symlink the server made; checking
    * the disk too catches a directory swapped for a symlink behind the server's back (one lstat per
-   * parent, served from the kernel's dentry cache).
+   * parent and batch, served from the kernel's dentry cache). Such a swap can happen between the check
+   * and the use in any case; the batch only makes that window a few milliseconds wider.
    */
   private guardPath(path: string): void {
     let dir = ''
     for (const name of path.split('/').slice(0, -1)) {
       dir = dir ? `${dir}/${name}` : name
+      if (this.checkedDirs.has(dir)) continue
       let isDir: boolean
       try {
         isDir = lstatSync(join(this.root, dir)).isDirectory()
@@ -296,6 +311,7 @@ export class Mirror {
         this.log.warn(`${dir} in the mirror is not a directory on disk (changed behind the server's back)`)
         throw new MirrorError('SFM_ERR_NOT_DIR', `${dir} is not a directory`)
       }
+      this.checkedDirs.add(dir)
     }
     if (!this.foldsNames) return
     const first = path.split('/', 1)[0]!.toLowerCase().replace(/[. ]+$/, '')
@@ -314,7 +330,8 @@ export class Mirror {
     if (old?.kind === 'dir') await this.moveToTrash(path, old, touched)
     else if (old) await this.keepCopyInTrash(path, old, abs, touched)
     try {
-      renameSync(staged.tmpPath, abs)
+      if (staged.tmpPath !== null) renameSync(staged.tmpPath, abs)
+      else this.linkIntoPlace(staged.fd!, abs, old !== undefined && old.kind !== 'dir')
     } catch (err) {
       throw fromFsError(err, path)
     }
@@ -329,16 +346,42 @@ export class Mirror {
       size: staged.size,
       contentId: staged.contentId,
       manifest: staged.manifest,
-      ino: staged.ino,
+      ino: 0n,
       ctimeNs: 0n,
     }
-    this.refreshIdentity(file, abs) // the rename itself moved the ctime
+    // the rename or link itself moved the ctime
+    if (staged.fd === undefined) this.refreshIdentity(file, abs)
+    else this.readIdentity(file, staged.fd)
     const replaced = this.catalog.attach(dir, name, file)
     if (replaced?.kind === 'file' && replaced.parent === null) this.index.removeFile(replaced)
     this.index.addFile(file)
     this.journal.append(recordOf(file))
     this.markChanged(dir, abs, touched)
     return touched
+  }
+
+  /**
+   * Names an unnamed upload `abs`. A name that is taken (a file being replaced, or an entry the
+   * catalog does not know) is replaced atomically, as a rename does: the file is linked under .sfm/tmp
+   * and renamed over it.
+   */
+  private linkIntoPlace(fd: number, abs: string, taken: boolean): void {
+    if (!taken) {
+      try {
+        linkUnnamedFile(fd, abs)
+        return
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+    }
+    const tmp = this.newTempPath('upload')
+    linkUnnamedFile(fd, tmp)
+    try {
+      renameSync(tmp, abs)
+    } catch (err) {
+      rmSync(tmp, { force: true })
+      throw err
+    }
   }
 
   async delete(path: string): Promise<Touched> {
@@ -550,6 +593,17 @@ export class Mirror {
   private refreshIdentity(file: FileNode, abs: string): void {
     try {
       const st = lstatSync(abs, { bigint: true })
+      file.ino = st.ino
+      file.ctimeNs = st.ctimeNs
+    } catch {
+      file.ctimeNs = -1n // unknown: content will be verified by reading before any reuse
+    }
+  }
+
+  /** refreshIdentity for a file the server still has open: no path to resolve. */
+  private readIdentity(file: FileNode, fd: number): void {
+    try {
+      const st = fstatSync(fd, { bigint: true })
       file.ino = st.ino
       file.ctimeNs = st.ctimeNs
     } catch {

@@ -1,21 +1,25 @@
-// One upload being assembled into a temporary file under `.sfm/tmp/`: CHUNK data is verified and
-// written as it arrives; REFS are resolved through the content index and copied from the mirror (in
+// One upload being assembled into a file of its own: an unnamed one in the mirror's file system where
+// it can (O_TMPFILE), else a temporary file under `.sfm/tmp/`. CHUNK data is verified and written as it
+// arrives; REFS are resolved through the content index and copied from the mirror (in
 // the kernel from a file the server wrote and nobody touched since; otherwise read back and verified
-// chunk by chunk). Nothing here is visible in the mirror until the applier renames the finished file.
+// chunk by chunk). Nothing here is visible in the mirror until the applier names (links) or renames the
+// finished file into place.
 //
 // Small work is done with synchronous system calls: a write of a chunk into the page cache, or the
 // metadata of a file, takes microseconds, where a round trip through the thread pool costs tens of
 // them and dominated the time of syncing many small files. Only what can take long (a flush, a big
 // copy) goes to the thread pool.
-import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, openSync, readSync, rmSync, write, writeSync } from 'node:fs'
-import { hash128, hashKey } from '../hash.js'
+import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, fsync, openSync, readSync, rmSync, write, writeSync } from 'node:fs'
+import { HASH_BYTES, hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
-import { copyFileRange, setMtimeNsFd } from '../fs/native.js'
+import { copyFileRange, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
 import type { Chunk, Commit, Ref } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
 import type { Mirror, StagedFile } from './mirror.js'
 import { chunkOffsets, type FileNode } from './store/catalog.js'
+import { keepIds, keepLengths } from './store/slabs.js'
+import { keepId } from '../util/id-slab.js'
 
 const COPY_BLOCK_BYTES = 1 << 20
 /** Ranges up to this size are copied with a read and a write on the main thread. */
@@ -42,7 +46,8 @@ export interface WriteBudget {
 
 export class Upload {
   private fd: number | null = null
-  private readonly tmpPath: string
+  /** The file's name under `.sfm/tmp/`; null while it has none (an unnamed file, or none opened yet). */
+  private tmpPath: string | null = null
   private size = 0
   private readonly ids: Buffer[] = []
   private readonly lengths: number[] = []
@@ -60,9 +65,7 @@ export class Upload {
     readonly id: number,
     private readonly mirror: Mirror,
     private readonly budget: WriteBudget,
-  ) {
-    this.tmpPath = mirror.newTempPath(`upload-${id}`)
-  }
+  ) {}
 
   get failed(): boolean {
     return this.failure !== null
@@ -225,41 +228,58 @@ export class Upload {
 
   /**
    * Waits for the copies, checks the result against the COMMIT [M-COMMIT-1], sets mode and mtime, and
-   * flushes the data if asked. Returns what the mirror needs to rename it into place.
+   * flushes the file if asked (`flush`: the caller does not flush the whole file system instead).
+   * Returns what the mirror needs to put it in place; the file stays open until release() or discard().
    */
-  async stage(commit: Commit, fsync: boolean): Promise<StagedFile> {
+  async stage(commit: Commit, flush: boolean): Promise<StagedFile> {
     await this.copies
     await this.settled()
     if (this.failure) throw this.failure
     if (this.size !== commit.size) {
       throw new MirrorError('SFM_ERR_CONTENT_MISMATCH', `upload has ${this.size} bytes, COMMIT says ${commit.size}`)
     }
-    const ids = Buffer.concat(this.ids)
-    const lengths = Uint32Array.from(this.lengths)
+    const ids = keepIds(this.ids)
+    const lengths = keepLengths(this.lengths)
     const tree = ContentTree.fromLeaves(ids, lengths)
     if (!tree.contentId.equals(commit.contentId)) {
       throw new MirrorError('SFM_ERR_CONTENT_MISMATCH', `content id of ${commit.path} does not match its chunks`)
     }
+    // a file of one chunk has that chunk's id as its content id: one Buffer for both
+    const contentId = ids.length === HASH_BYTES ? ids : keepId(tree.contentId)
     try {
       const fd = this.handle()
       fchmodSync(fd, appliedMode('file', commit.mode))
       setMtimeNsFd(fd, commit.mtimeNs)
-      if (fsync) await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())))
-      const st = fstatSync(fd, { bigint: true })
+      if (flush) {
+        // Flushed on its own, the file first gets a name under .sfm/tmp: a link made after the flush
+        // would reach the disk with the directory but without the inode's new link count. The flush is
+        // then an fsync, since that link count is metadata; the rename into place needs no more.
+        const linked = this.tmpPath === null
+        if (linked) {
+          const tmpPath = this.mirror.newTempPath(`upload-${this.id}`)
+          linkUnnamedFile(fd, tmpPath)
+          this.tmpPath = tmpPath
+        }
+        await new Promise<void>((resolve, reject) => (linked ? fsync : fdatasync)(fd, (err) => (err ? reject(err) : resolve())))
+      }
       return {
         tmpPath: this.tmpPath,
+        fd,
         size: this.size,
-        contentId: tree.contentId,
+        contentId,
         manifest: { ids, lengths },
         mode: commit.mode,
         mtimeNs: commit.mtimeNs,
-        ino: st.ino,
       }
     } catch (err) {
-      throw fromFsError(err, commit.path)
-    } finally {
       this.closeHandle()
+      throw fromFsError(err, commit.path)
     }
+  }
+
+  /** Closes the file once the mirror has put it in place. */
+  release(): void {
+    this.closeHandle()
   }
 
   /** Drops the temporary file (ABORT, a failed COMMIT, or a closed connection). */
@@ -268,7 +288,7 @@ export class Upload {
     await this.copies
     await this.settled()
     this.closeHandle()
-    rmSync(this.tmpPath, { force: true })
+    if (this.tmpPath !== null) rmSync(this.tmpPath, { force: true })
   }
 
   /** Waits for every write and background flush to end (the fd must outlive them). */
@@ -287,8 +307,20 @@ export class Upload {
     this.failure ??= err
   }
 
+  /**
+   * The upload's file, opened on first use. An unnamed file costs the file system no directory entry
+   * to add, look up and remove under .sfm/tmp, and a server killed meanwhile leaves nothing behind.
+   */
   private handle(): number {
-    this.fd ??= openSync(this.tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600)
+    if (this.fd === null) {
+      const unnamed = openUnnamedFile(this.mirror.tmpDir, 0o600)
+      if (unnamed !== null) this.fd = unnamed
+      else {
+        const tmpPath = this.mirror.newTempPath(`upload-${this.id}`)
+        this.fd = openSync(tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600)
+        this.tmpPath = tmpPath
+      }
+    }
     return this.fd
   }
 

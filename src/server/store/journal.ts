@@ -5,6 +5,8 @@
 import { createWriteStream, type WriteStream } from 'node:fs'
 import { open, readFile, rename, rm } from 'node:fs/promises'
 import { hash128 } from '../../hash.js'
+import { keepId } from '../../util/id-slab.js'
+import { keepIds, keepLengths } from './slabs.js'
 
 const MAGIC = Buffer.from('SFMJ0002', 'latin1')
 const KIND_FILE = 1
@@ -58,15 +60,15 @@ export function decodeRecords(data: Buffer): { records: JournalRecord[]; intactB
     const size = Number(body.readBigUInt64BE(b + 8))
     const mtimeNs = body.readBigInt64BE(b + 16)
     const ctimeNs = body.readBigInt64BE(b + 24)
-    const contentId = Buffer.from(body.subarray(b + 32, b + 48))
     const n = body.readUInt32BE(b + 48)
-    b += 52
     if (bodyBytes !== FIXED_BYTES + n * 20) break
-    const ids = Buffer.from(body.subarray(b, b + n * 16))
-    b += n * 16
+    // copies into slabs: a view into `data` would keep the whole journal file in memory
+    const ids = keepIds([body.subarray(b + 52, b + 52 + n * 16)])
+    const contentId = n === 1 && ids.equals(body.subarray(b + 32, b + 48)) ? ids : keepId(body.subarray(b + 32, b + 48))
+    b += 52 + n * 16
     const lengths = new Uint32Array(n)
     for (let i = 0; i < n; i++) lengths[i] = body.readUInt32BE(b + i * 4)
-    records.push({ ino, size, mtimeNs, ctimeNs, contentId, ids, lengths })
+    records.push({ ino, size, mtimeNs, ctimeNs, contentId, ids, lengths: keepLengths(lengths) })
     o = end
   }
   return { records, intactBytes: o }
