@@ -4,7 +4,7 @@
 // and several times, and prints median wall time, bytes on the wire (counted by the same TCP proxy for both
 // tools), peak RSS and CPU of client and server, with the ratio sfm/rsync; and first, the physical limits
 // of the machine. See BENCHMARKS.md for the workloads and a full run.
-import { copyFileSync, closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statfsSync, truncateSync, unlinkSync, utimesSync, watch, writeFileSync, writeSync } from 'node:fs'
+import { copyFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readSync, renameSync, rmSync, statfsSync, truncateSync, unlinkSync, utimesSync, watch, writeFileSync, writeSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -106,9 +106,51 @@ function machine(): string[] {
     `- kernel: ${os.type()} ${os.release()} ${os.arch()}`,
     `- disk of the work dir: ${df[0] ?? '?'} (${df[1] ?? '?'}, ${df[2] ?? '?'}; block devices: ${lsblk.replace(/\n/g, '; ') || '?'})`,
     `- node ${process.version}; ${rsyncVersion()}`,
+    `- page cache: ${pageoutNote()}`,
     `- sfm: git ${sh('git', ['-C', REPO_DIR, 'rev-parse', '--short', 'HEAD']) || '?'}${sh('git', ['-C', REPO_DIR, 'status', '--porcelain', 'src']) ? ' with uncommitted changes in src/' : ''}, built by npm run build`,
     `- work dir ${WORK}; ${RUNS} run(s) per tool and workload; ${opt.quick ? 'QUICK mode (1/16 sizes)' : 'full size'}`,
   ]
+}
+
+/**
+ * Whether the kernel drops idle page cache on its own. Some VMs run a DAMON "pageout" scheme that
+ * hands memory back to the host: data not read for a minute is read from disk again, so a workload
+ * whose data sat idle is not measured on a warm cache, and the first tool of a pair warms it for the
+ * second (the alternation of the order evens that out).
+ */
+function pageoutNote(): string {
+  const root = '/sys/kernel/mm/damon/admin/kdamonds'
+  const read = (p: string) => {
+    try {
+      return readFileSync(p, 'utf8').trim()
+    } catch {
+      return ''
+    }
+  }
+  const found: string[] = []
+  for (const k of safeList(root)) {
+    if (read(join(root, k, 'state')) !== 'on') continue
+    for (const c of safeList(join(root, k, 'contexts'))) {
+      const ctx = join(root, k, 'contexts', c)
+      const aggrUs = Number(read(join(ctx, 'monitoring_attrs', 'intervals', 'aggr_us')))
+      for (const sch of safeList(join(ctx, 'schemes'))) {
+        if (read(join(ctx, 'schemes', sch, 'action')) !== 'pageout') continue
+        const minAge = Number(read(join(ctx, 'schemes', sch, 'access_pattern', 'age', 'min')))
+        found.push(`pages idle for ${((minAge * aggrUs) / 1e6).toFixed(0)} s or more`)
+      }
+    }
+  }
+  return found.length > 0
+    ? `the kernel's DAMON pageout drops ${found.join(', ')} (data untouched that long is read from disk again)`
+    : 'kept until memory runs short (no DAMON pageout scheme)'
+}
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir).filter((n) => /^\d+$/.test(n))
+  } catch {
+    return []
+  }
 }
 
 // ------------------------------------------------------------------ data
