@@ -17,7 +17,7 @@ import type { Chunk, Commit, Ref } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
 import type { Mirror, StagedFile } from './mirror.js'
-import { chunkOffsets, type FileNode } from './store/catalog.js'
+import { chunkOffsets, type FileNode, type Manifest } from './store/catalog.js'
 import { keepIds, keepLengths } from './store/slabs.js'
 import { keepId } from '../util/id-slab.js'
 
@@ -49,7 +49,9 @@ export class Upload {
   /** The file's name under `.sfm/tmp/`; null while it has none (an unnamed file, or none opened yet). */
   private tmpPath: string | null = null
   private size = 0
-  private readonly ids: Buffer[] = []
+  /** The chunk ids so far, side by side in one growing Buffer (not one Buffer per chunk). */
+  private ids = Buffer.allocUnsafe(HASH_BYTES * 4) // short-lived: stage() copies the ids into a slab
+  private idBytes = 0
   private readonly lengths: number[] = []
   /** Chunks sent as CHUNK in this upload, so later REFS may name them [REFS: "sent earlier"]. */
   private readonly own = new Map<string, { offset: number; length: number }>()
@@ -154,9 +156,7 @@ export class Upload {
       this.fail(new MirrorError('SFM_ERR_MISSING', `content ${ref.hash.toString('hex')} is not on chunk boundaries`))
       return
     }
-    for (let i = first; i < last; i++) {
-      this.record(loc.file.manifest.ids.subarray(i * 16, i * 16 + 16), loc.file.manifest.lengths[i]!)
-    }
+    this.recordRange(loc.file.manifest, first, last)
     this.budget.take(ref.length)
     this.copies = this.copies.then(async () => {
       try {
@@ -238,7 +238,7 @@ export class Upload {
     if (this.size !== commit.size) {
       throw new MirrorError('SFM_ERR_CONTENT_MISMATCH', `upload has ${this.size} bytes, COMMIT says ${commit.size}`)
     }
-    const ids = keepIds(this.ids)
+    const ids = keepIds([this.ids.subarray(0, this.idBytes)])
     const lengths = keepLengths(this.lengths)
     const tree = ContentTree.fromLeaves(ids, lengths)
     if (!tree.contentId.equals(commit.contentId)) {
@@ -298,9 +298,30 @@ export class Upload {
   }
 
   private record(id: Uint8Array, length: number): void {
-    this.ids.push(Buffer.from(id))
+    this.roomForIds(HASH_BYTES)
+    this.ids.set(id, this.idBytes)
+    this.idBytes += HASH_BYTES
     this.lengths.push(length)
     this.size += length
+  }
+
+  /** Records chunks [first, last) of another file's manifest: a whole range of REFS in one copy. */
+  private recordRange(manifest: Manifest, first: number, last: number): void {
+    this.roomForIds((last - first) * HASH_BYTES)
+    this.ids.set(manifest.ids.subarray(first * HASH_BYTES, last * HASH_BYTES), this.idBytes)
+    this.idBytes += (last - first) * HASH_BYTES
+    for (let i = first; i < last; i++) {
+      const length = manifest.lengths[i]!
+      this.lengths.push(length)
+      this.size += length
+    }
+  }
+
+  private roomForIds(bytes: number): void {
+    if (this.idBytes + bytes <= this.ids.length) return
+    const grown = Buffer.allocUnsafe(Math.max(this.ids.length * 2, this.idBytes + bytes))
+    this.ids.copy(grown, 0, 0, this.idBytes)
+    this.ids = grown
   }
 
   private fail(err: MirrorError): void {
