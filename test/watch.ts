@@ -313,3 +313,66 @@ t.test('collapse keeps the topmost paths, sorted', async t => {
   t.same(collapse(['a/b', 'a', 'a-b', 'c/d', 'c/d/e', 'b']), ['a', 'a-b', 'b', 'c/d'])
   t.same(collapse([]), [])
 })
+
+// The library mocked (it reports only what the test says), with the rest real: what is reported beyond
+// that comes from the prompt hints of the directories it reported (hot-dirs.ts).
+async function withMockedLibrary(t: Test, root: string) {
+  let callback: ((err: Error | null, events: { path: string; type: string }[]) => void) | null = null
+  const { watchFolder: mocked } = await t.mockImport<typeof import('../src/client/watch.js')>('../src/client/watch.js', {
+    '@parcel/watcher': {
+      default: {
+        subscribe: async (_dir: string, fn: typeof callback) => {
+          callback = fn
+          return { unsubscribe: async () => {} }
+        },
+      },
+    },
+  })
+  const batches: string[][] = []
+  const errors: WatchError[] = []
+  const watch = await mocked(root, paths => batches.push(paths), err => errors.push(err))
+  t.teardown(() => watch.close())
+  const real = fs.realpathSync(root)
+  const library = (events: [string, string][]) => callback!(null, events.map(([path, type]) => ({ path: `${real}/${path}`, type })))
+  const seen = (path: string, from = 0) => batches.slice(from).some(batch => batch.includes(path))
+  // The directory's watch starts a moment after the library's report: write until a hint shows it is there.
+  const untilHinted = async (dir: string) => {
+    const deadline = Date.now() + DEADLINE_MS
+    for (let n = 0; !batches.some(batch => batch.some(path => path.startsWith(`${dir}/probe`))); n++) {
+      if (Date.now() > deadline) throw new Error(`no hint for a new file in ${dir}`)
+      fs.writeFileSync(join(root, `${dir}/probe${n}`), 'x')
+      await sleep(50)
+    }
+  }
+  return { batches, errors, library, seen, untilHinted }
+}
+
+t.test('changes in a directory the library reported lately are reported before its next batch', async t => {
+  const root = t.testdir({ d: { x: 'x' } })
+  const w = await withMockedLibrary(t, root)
+  w.library([['d/x', 'update']])
+  await waitFor(() => w.seen('d/x'), 'the library batch')
+  await w.untilHinted('d')
+  const from = w.batches.length
+  fs.unlinkSync(join(root, 'd/probe0'))
+  await waitFor(() => w.seen('d/probe0', from), 'the delete, from a hint')
+  t.same(w.errors, [])
+})
+
+t.test("the library's batch repeating deletes that hints reported is reported, and so are deletes it left out", async t => {
+  const root = t.testdir({ d: { a: 'a', b: 'b', c: 'c', x: 'x' } })
+  const w = await withMockedLibrary(t, root)
+  w.library([['d/x', 'update']])
+  await waitFor(() => w.seen('d/x'), 'the library batch')
+  await w.untilHinted('d')
+  for (const name of ['a', 'b', 'c']) {
+    const from = w.batches.length
+    fs.unlinkSync(join(root, `d/${name}`))
+    await waitFor(() => w.seen(`d/${name}`, from), `the delete of d/${name}`)
+  }
+  const from = w.batches.length
+  w.library([['d/a', 'delete'], ['d/b', 'delete'], ['d/c', 'delete'], ['d/x', 'update']])
+  await waitFor(() => w.seen('d/x', from), 'the batch')
+  t.ok(w.seen('d/a', from) && w.seen('d/c', from), 'repeated as the library said')
+  t.same(w.errors, [])
+})

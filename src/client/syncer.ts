@@ -184,7 +184,13 @@ export class Syncer {
         continue
       }
       if (this.acks.size === 0) return
-      await Promise.all([...this.acks])
+      // Wait for the replies, or for a new change: one slow reply (a long flush on the server) must
+      // not hold up the next change, which the server may well apply meanwhile.
+      await new Promise<void>((resolve) => {
+        this.wake = resolve
+        void Promise.all([...this.acks]).then(() => resolve())
+      })
+      this.wake = null
     }
   }
 

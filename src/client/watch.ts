@@ -1,9 +1,12 @@
 // Turns @parcel/watcher events below the client's folder into "these wire paths may have changed" hints,
-// and patches the gaps that the library leaves on Linux (see the notes at each workaround).
+// and patches the gaps that the library leaves on Linux (see the notes at each workaround). Directories
+// that changed lately also give prompt hints of their own (hot-dirs.ts): the library's batches can be
+// hundreds of ms late.
 import { lstat, readdir, readFile, realpath } from 'node:fs/promises'
 import { closeSync, openSync, watch as fsWatch } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import watcher from '@parcel/watcher'
+import { HotDirs } from './hot-dirs.js'
 import { type RootIdentity, rootIdentity, sameRoot } from './scan.js'
 import { RESERVED_NAME, checkWirePath, describePath, isSameOrBelow, isValidWirePath, parentOf } from '../protocol/paths.js'
 
@@ -41,6 +44,21 @@ const FD_HEADROOM = 16
 // two deletes (someone deleting a file) is reported at once: waiting would only add latency.
 const DELETE_GRACE_MS = 100
 const QUICK_DELETES = 2
+// Hints from the directories watched by HotDirs (see hot-dirs.ts) are gathered this long, so that the
+// events of one write (create, then modify) usually make one report...
+const HINT_GATHER_MS = 3
+// ...and a burst of them makes at most one report per this many ms.
+const HINT_REPORT_GAP_MS = 25
+// A hinted path found gone is held this long first: a mass delete (`rm -rf`) shows itself by more
+// deletes meanwhile, and then its deletes go with the library's next batch, counted and delayed as
+// that batch's own (DELETE_GRACE_MS). What would be its first delete or two, alone, is not held back.
+const DELETE_GATHER_MS = 15
+// Held deletes go anyway when no batch of the library came for this long: the library leaves out an
+// entry created and deleted within one batch. It reports at least every 500 ms while events come.
+const LIBRARY_BATCH_WAIT_MS = 1_000
+// A delete that a hint reported is not counted again when the library's batch repeats it within this
+// long.
+const HINTED_GONE_MS = 2_000
 
 type Subscription = watcher.AsyncSubscription
 type Callback = watcher.SubscribeCallback
@@ -92,8 +110,17 @@ class Watch {
   private covering = false
   private readonly pending = new Set<string>() // to report
   private readonly toInspect = new Set<string>() // to look at for directories with subdirectories
-  private deletes = 0 // in the pending batch
+  private readonly deleted = new Set<string>() // reported deleted by the library, in the pending batch
   private flushScheduled = false
+  private readonly hot: HotDirs
+  private readonly hints = new Map<string, boolean>() // gathering: path, and whether it may be a delete
+  private hintTimer: NodeJS.Timeout | null = null
+  private lastHintReportAt = 0
+  private readonly heldGone = new Set<string>() // hinted, gone, not reported yet
+  private heldTimer: NodeJS.Timeout | null = null
+  private massDelete = false // the held deletes wait for the library's batch
+  private readonly hintedGone = new Map<string, number>() // reported as gone by a hint, and when
+  private readonly graceTimers = new Set<NodeJS.Timeout>()
   private chain: Promise<void> = Promise.resolve()
   private inspecting: Promise<void> = Promise.resolve()
   private timer: NodeJS.Timeout | null = null
@@ -109,6 +136,10 @@ class Watch {
     // The server's state folder is never mirrored, so it is not watched either (no watches spent on it).
     this.ignoreAbs = [RESERVED_NAME, ...this.ignore].map(path => `${root}/${path}`)
     this.rootCheckMs = opts.rootCheckMs ?? ROOT_CHECK_MS
+    this.hot = new HotDirs(root, {
+      accepts: wire => isValidWirePath(wire) && !this.isIgnored(wire) && !isSameOrBelow(wire, RESERVED_NAME),
+      onHint: (wire, maybeGone) => this.hint(wire, maybeGone),
+    })
   }
 
   async start(): Promise<void> {
@@ -126,6 +157,13 @@ class Watch {
   private async release(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
+    this.hot.close()
+    if (this.hintTimer) clearTimeout(this.hintTimer)
+    this.hintTimer = null
+    if (this.heldTimer) clearTimeout(this.heldTimer)
+    this.heldTimer = null
+    for (const timer of this.graceTimers) clearTimeout(timer)
+    this.graceTimers.clear()
     const subscriptions = [...this.covers.values()].map(cover => cover.subscription)
     this.covers.clear()
     if (this.main) subscriptions.push(this.main)
@@ -184,8 +222,11 @@ class Watch {
       // rescan finds nothing by that name (or the entry really named so), and the scan skips the original.
       if (!isValidWirePath(wire) || this.isIgnored(wire)) continue
       this.pending.add(wire)
+      // Where this changed, more changes are likely: watch there for prompt hints (see hot-dirs.ts).
+      this.hot.touch(parentOf(wire) ?? '')
+      void this.hot.recheck(wire).catch(err => this.failWith(err))
       if (event.type === 'delete') {
-        this.deletes++
+        this.deleted.add(wire)
         const cover = this.covers.get(wire)
         if (cover) {
           this.covers.delete(wire)
@@ -213,7 +254,62 @@ class Watch {
     })
   }
 
-  // Runs `step` after every earlier one, so reports keep their order; a throw becomes SFM_WATCH_FAILED.
+  // A prompt hint from HotDirs, reported after HINT_GATHER_MS, or HINT_REPORT_GAP_MS after the previous
+  // such report. The library's batch with the same events comes later (and may come first).
+  private hint(wire: string, maybeGone: boolean): void {
+    if (this.stopped) return
+    this.hints.set(wire, maybeGone || (this.hints.get(wire) ?? false))
+    if (this.hintTimer) return
+    const wait = Math.max(HINT_GATHER_MS, this.lastHintReportAt + HINT_REPORT_GAP_MS - Date.now())
+    this.hintTimer = setTimeout(() => {
+      this.hintTimer = null
+      this.lastHintReportAt = Date.now()
+      this.enqueue(() => this.flushHints())
+    }, wait)
+  }
+
+  // Reports the gathered hints, except those that turn out to be deletes: they are held (see
+  // DELETE_GATHER_MS).
+  private async flushHints(): Promise<void> {
+    const hints = [...this.hints]
+    this.hints.clear()
+    const gone = new Set(await findMissing(this.root, hints.filter(([, maybeGone]) => maybeGone).map(([wire]) => wire)))
+    const others = hints.map(([wire]) => wire).filter(wire => !gone.has(wire))
+    if (others.length > 0) await this.deliver(collapse(others), [])
+    if (gone.size === 0 || this.stopped) return
+    for (const wire of gone) this.heldGone.add(wire)
+    if (this.heldGone.size > QUICK_DELETES && !this.massDelete) {
+      this.massDelete = true
+      this.holdUntil(LIBRARY_BATCH_WAIT_MS)
+    } else if (!this.heldTimer) this.holdUntil(DELETE_GATHER_MS)
+  }
+
+  private holdUntil(ms: number): void {
+    if (this.heldTimer) clearTimeout(this.heldTimer)
+    this.heldTimer = setTimeout(() => {
+      this.heldTimer = null
+      this.enqueue(() => this.releaseHeld())
+    }, ms)
+  }
+
+  // The held deletes, when the wait for more deletes, or for the library's batch, is over.
+  private async releaseHeld(): Promise<void> {
+    if (this.heldTimer) return // a mass delete started meanwhile: its own wait runs
+    const gone = [...this.heldGone]
+    this.heldGone.clear()
+    this.massDelete = false
+    this.noteHintedGone(gone)
+    if (gone.length > 0) await this.settle(gone, gone.length, [])
+  }
+
+  private noteHintedGone(paths: string[]): void {
+    const now = Date.now()
+    for (const [wire, at] of this.hintedGone) if (now - at > HINTED_GONE_MS) this.hintedGone.delete(wire)
+    for (const wire of paths) this.hintedGone.set(wire, now)
+  }
+
+  // Runs `step` after every earlier one (a report's root check stays in front of it); a throw becomes
+  // SFM_WATCH_FAILED.
   private enqueue(step: () => Promise<void>): void {
     this.chain = this.chain.then(() => (this.stopped ? undefined : step())).catch(err => this.failWith(err))
   }
@@ -222,16 +318,43 @@ class Watch {
     this.fail(new WatchError('SFM_WATCH_FAILED', `watching failed: ${String((err as Error)?.message ?? err)}`))
   }
 
+  // Reports the library's batch, with the held deletes.
   private async flush(): Promise<void> {
-    // Several deletes at once may be `rm -rf` of the folder itself, whose own delete comes a little
-    // later: wait for it before reporting them. One or two deletes (the everyday case) go at once.
-    const deletes = this.deletes
-    this.deletes = 0
-    if (deletes > QUICK_DELETES) await new Promise(resolve => setTimeout(resolve, DELETE_GRACE_MS))
+    const held = [...this.heldGone]
+    this.heldGone.clear()
+    this.massDelete = false
+    if (this.heldTimer) clearTimeout(this.heldTimer)
+    this.heldTimer = null
+    for (const wire of held) this.pending.add(wire)
     const paths = collapse(this.pending)
     this.pending.clear()
     const inspect = [...this.toInspect]
     this.toInspect.clear()
+    // The library's batches repeat the deletes that hints reported: only new ones count.
+    this.noteHintedGone(held)
+    let deletes = held.length
+    for (const wire of this.deleted) if (!this.hintedGone.has(wire)) deletes++
+    this.deleted.clear()
+    await this.settle(paths, deletes, inspect)
+  }
+
+  // Reports `paths`, of which `deletes` are deletes. Several deletes at once may be `rm -rf` of the
+  // folder itself, whose own delete comes a little later: they are reported after DELETE_GRACE_MS, if
+  // the folder is still there. One or two deletes (the everyday case) go at once. Reports after this
+  // one do not wait for it: each checks the root itself, and their order does not matter to the caller.
+  private async settle(paths: string[], deletes: number, inspect: string[]): Promise<void> {
+    if (deletes > QUICK_DELETES) {
+      const timer = setTimeout(() => {
+        this.graceTimers.delete(timer)
+        this.enqueue(() => this.deliver(paths, inspect))
+      }, DELETE_GRACE_MS)
+      this.graceTimers.add(timer)
+      return
+    }
+    await this.deliver(paths, inspect)
+  }
+
+  private async deliver(paths: string[], inspect: string[]): Promise<void> {
     // Check the root before reporting: when it is removed, the same batch says that everything below it
     // was deleted, and a caller that believed it would empty the mirror.
     if (!(await this.checkRoot())) return
@@ -506,6 +629,16 @@ export function collapse(paths: Iterable<string>): string[] {
     if (!covered) kept.add(path)
   }
   return [...kept]
+}
+
+// Those of `paths` that do not exist (below `root`).
+async function findMissing(root: string, paths: string[]): Promise<string[]> {
+  const missing: string[] = []
+  await forEachLimit(paths, INSPECT_CONCURRENCY, async wire => {
+    const st = await lstat(`${root}/${wire}`).catch((err: unknown) => (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR' ? null : true))
+    if (st === null) missing.push(wire)
+  })
+  return missing
 }
 
 async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
