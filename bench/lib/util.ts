@@ -201,14 +201,36 @@ export class DescendantRss {
 
 // ---- network ----
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A port that is free now and that the kernel will not hand out meanwhile: it is taken below the
+ * ephemeral range. The servers that use it start later (sfmd once per series), and a port from
+ * listen(0) could be given in between to a proxy's or a client's socket.
+ */
+export async function freePort(): Promise<number> {
+  let low = 32768
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low
+  } catch {
+    // not Linux: keep the usual bound
+  }
+  const from = Math.max(1024, Math.min(10000, low - 2000))
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = from + Math.floor(Math.random() * (low - from))
+    if (!usedPorts.has(port) && (await canListen(port))) {
+      usedPorts.add(port)
+      return port
+    }
+  }
+  throw new Error(`no free port below ${low} after 100 attempts`)
+}
+
+const usedPorts = new Set<number>()
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = net.createServer()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
+    s.once('error', () => resolve(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
   })
 }
 
