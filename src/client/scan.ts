@@ -260,12 +260,7 @@ class Scan {
           const names: string[] = []
           for (const bytes of raw) {
             const name = bytes.toString('utf8')
-            if (name.includes('\uFFFD') && !Buffer.from(name, 'utf8').equals(bytes)) {
-              const shown = describePath(joinWire(dir, name))
-              this.opts.onWarning(`skipping ${shown}: the name is not valid UTF-8 (bytes ${hexOf(bytes)})`)
-            } else {
-              names.push(name)
-            }
+            if (this.validName(dir, name, bytes)) names.push(name)
           }
           this.statNames(dir, names)
         }),
@@ -286,11 +281,7 @@ class Scan {
 
   private foundAll(dir: string | null, path: string, listed: ListedEntry[]): void {
     for (const { name, rawName, stat } of listed) {
-      if (rawName !== null && !Buffer.from(name, 'utf8').equals(rawName)) {
-        const shown = describePath(joinWire(dir, name))
-        this.opts.onWarning(`skipping ${shown}: the name is not valid UTF-8 (bytes ${hexOf(rawName)})`)
-        continue
-      }
+      if (rawName !== null && !this.validName(dir, name, rawName)) continue
       const wire = this.sendableWire(dir, name)
       if (wire === null) continue
       const entryPath = `${path}/${name}`
@@ -301,6 +292,13 @@ class Scan {
         this.found(wire, entryPath, stat)
       }
     }
+  }
+
+  // False (with a warning) when `bytes`, a name as read from the directory, are not valid UTF-8.
+  private validName(dir: string | null, name: string, bytes: Buffer): boolean {
+    if (decodedExactly(name, bytes)) return true
+    this.opts.onWarning(`skipping ${describePath(joinWire(dir, name))}: the name is not valid UTF-8 (bytes ${hexOf(bytes)})`)
+    return false
   }
 
   private listFailed(dir: string | null, entry: LocalEntry | null, err: NodeJS.ErrnoException): void {
@@ -368,7 +366,7 @@ async function toEntry(path: string, wire: string, st: EntryStat, warn: (msg: st
 // A symlink's target as a string, or null (with a warning) when it cannot be sent [M-SYMLINK-1].
 function targetOf(bytes: Buffer, wire: string, warn: (msg: string) => void): string | null {
   const target = bytes.toString('utf8')
-  if (target.includes('\uFFFD') && !Buffer.from(target, 'utf8').equals(bytes)) {
+  if (!decodedExactly(target, bytes)) {
     warn(`skipping symlink ${describePath(wire)}: its target is not valid UTF-8 (bytes ${hexOf(bytes)})`)
     return null
   }
@@ -378,6 +376,12 @@ function targetOf(bytes: Buffer, wire: string, warn: (msg: string) => void): str
     return null
   }
   return target
+}
+
+// Node decodes bytes that are not UTF-8 to U+FFFD, which a name may also contain for real: only then
+// do the bytes need a second look.
+function decodedExactly(text: string, bytes: Buffer): boolean {
+  return !text.includes('\uFFFD') || Buffer.from(text, 'utf8').equals(bytes)
 }
 
 function statOf(st: BigIntStats): EntryStat {
