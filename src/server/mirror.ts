@@ -3,7 +3,7 @@
 // final place under `.sfm/` and renames them in, and keeps what it deletes or replaces in `.sfm/trash/`
 // for a grace period so that renames and copies across batches still find the old bytes.
 import { randomBytes } from 'node:crypto'
-import { chmodSync, constants as fsc, fstatSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
+import { type BigIntStats, chmodSync, constants as fsc, fstatSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { digestFile, sameIdentity } from '../digest.js'
@@ -591,19 +591,17 @@ export class Mirror {
    * bytes are still the ones of its manifest, and from now on this is what "unchanged" looks like.
    */
   private refreshIdentity(file: FileNode, abs: string): void {
-    try {
-      const st = lstatSync(abs, { bigint: true })
-      file.ino = st.ino
-      file.ctimeNs = st.ctimeNs
-    } catch {
-      file.ctimeNs = -1n // unknown: content will be verified by reading before any reuse
-    }
+    this.recordIdentity(file, () => lstatSync(abs, { bigint: true }))
   }
 
   /** refreshIdentity for a file the server still has open: no path to resolve. */
   private readIdentity(file: FileNode, fd: number): void {
+    this.recordIdentity(file, () => fstatSync(fd, { bigint: true }))
+  }
+
+  private recordIdentity(file: FileNode, stat: () => BigIntStats): void {
     try {
-      const st = fstatSync(fd, { bigint: true })
+      const st = stat()
       file.ino = st.ino
       file.ctimeNs = st.ctimeNs
     } catch {
