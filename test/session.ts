@@ -2,7 +2,7 @@
 // hand-built bytes, and sfm's own Connection as the well-behaved client. Each bad connection must get the
 // exact ERROR (request id 0) and be closed by the server; the server must keep serving everyone else.
 import { randomBytes } from 'node:crypto'
-import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
@@ -24,6 +24,7 @@ import type { ProtocolError } from '../src/protocol/errors.js'
 import { FrameDecoder } from '../src/protocol/framer.js'
 import type { Hello, Message, Welcome } from '../src/protocol/messages.js'
 import { SfmServer, type ServerOptions } from '../src/server/server.js'
+import { uploadFiles } from './helpers/procs.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
 type Test = Pick<typeof t, 'teardown' | 'testdir' | 'ok' | 'equal' | 'same' | 'match' | 'notMatch'>
@@ -274,25 +275,6 @@ async function assertServes(t: Test, run: Running, label: string, o: ClientOpts 
   await within(conn.closed, 'the connection to close')
 }
 
-/**
- * The uploads' files: named ones under .sfm/tmp, and the unnamed ones (O_TMPFILE) that this process,
- * which runs the server, holds open there; /proc shows those as `<dir>/#<inode> (deleted)`.
- */
-function tmpFiles(root: string): string[] {
-  const tmpDir = join(root, '.sfm', 'tmp')
-  const unnamed: string[] = []
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let target: string
-    try {
-      target = readlinkSync(`/proc/self/fd/${fd}`)
-    } catch {
-      continue // closed since the listing
-    }
-    if (target.startsWith(`${tmpDir}/#`) && target.endsWith(' (deleted)')) unnamed.push(target)
-  }
-  return [...readdirSync(tmpDir), ...unnamed]
-}
-
 // ---------------------------------------------------------------------------------------------
 // Bad connections: the exact ERROR, the close, and a server that keeps serving
 
@@ -533,8 +515,8 @@ t.test('a COMMIT beyond max_inflight is SFM_ERR_LIMIT, and its upload leaves no 
   peer.write(wire(chunkOf(5, data)))
   // The upload's temporary file exists before its COMMIT is refused, so its removal can be checked.
   const opened = Date.now() + WAIT_MS
-  while (tmpFiles(run.root).length === 0 && Date.now() < opened) await new Promise((r) => setTimeout(r, 10))
-  t.equal(tmpFiles(run.root).length, 1, 'the open upload has its temporary file')
+  while (uploadFiles(run.root).length === 0 && Date.now() < opened) await new Promise((r) => setTimeout(r, 10))
+  t.equal(uploadFiles(run.root).length, 1, 'the open upload has its temporary file')
   peer.write(
     wire({ type: 'list', requestId: 1 }), // the one request allowed in flight
     wire({ type: 'commit', uploadId: 5, path: 'over.txt', mode: 0o644, mtimeNs: MTIME_NS, size: data.length, contentId: d.contentId }),
@@ -542,8 +524,8 @@ t.test('a COMMIT beyond max_inflight is SFM_ERR_LIMIT, and its upload leaves no 
   await assertRefused(t, peer, 'SFM_ERR_LIMIT', ['welcome'])
   // The closed session drops its open uploads; the one whose COMMIT was refused must go too.
   const deadline = Date.now() + 2_000
-  while (tmpFiles(run.root).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
-  t.same(tmpFiles(run.root), [], 'no temporary file is left in .sfm/tmp')
+  while (uploadFiles(run.root).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  t.same(uploadFiles(run.root), [], 'no temporary file is left in .sfm/tmp')
   t.notOk(existsSync(join(run.root, 'over.txt')), 'the refused COMMIT is not applied')
   await assertServes(t, run, 'max_inflight exceeded')
 })
@@ -613,7 +595,7 @@ t.test('a CHUNK whose hash does not match its data fails its COMMIT with SFM_ERR
   t.match(outcome, { ok: false, code: 'SFM_ERR_HASH_MISMATCH' }, 'SFM_ERR_HASH_MISMATCH')
   t.notOk(existsSync(join(run.root, 'bad/hash.txt')), 'nothing appears at the path')
   t.notOk(existsSync(join(run.root, 'bad')), 'not even its parent')
-  t.same(tmpFiles(run.root), [], 'no temporary file is left')
+  t.same(uploadFiles(run.root), [], 'no temporary file is left')
   t.ok(conn.isOpen, 'the connection stays open')
   const entries = await within(conn.list(), 'LIST')
   t.notOk(entries.some((e) => e.path.startsWith('bad')), 'LIST does not show it')
@@ -632,7 +614,7 @@ t.test('a REFS to an unknown hash fails its COMMIT with SFM_ERR_MISSING naming t
   t.match(outcome, { ok: false, code: 'SFM_ERR_MISSING' }, 'SFM_ERR_MISSING')
   t.match(outcome.ok ? '' : outcome.message, unknown.toString('hex'), 'the text names the missing id in hex')
   t.notOk(existsSync(join(run.root, 'refd.bin')), 'nothing appears')
-  t.same(tmpFiles(run.root), [], 'no temporary file is left')
+  t.same(uploadFiles(run.root), [], 'no temporary file is left')
   t.ok(conn.isOpen, 'the connection stays open')
   t.ok(Array.isArray(await within(conn.list(), 'LIST')), 'and answers')
 })
@@ -665,7 +647,7 @@ t.test('a COMMIT whose size or content id disagrees with the upload is SFM_ERR_C
     const outcome = await commitFile(conn, 'mismatch.bin', data, over)
     t.match(outcome, { ok: false, code: 'SFM_ERR_CONTENT_MISMATCH' }, `${name}: SFM_ERR_CONTENT_MISMATCH`)
     t.notOk(existsSync(join(run.root, 'mismatch.bin')), `${name}: nothing appears`)
-    t.same(tmpFiles(run.root), [], `${name}: no temporary file is left`)
+    t.same(uploadFiles(run.root), [], `${name}: no temporary file is left`)
     t.ok(conn.isOpen, `${name}: the connection stays open`)
   }
   t.same(await commitFile(conn, 'mismatch.bin', data), { ok: true }, 'the right COMMIT then works on the same connection')

@@ -1,7 +1,7 @@
 // Real sfmd and sfmc processes for end-to-end tests, on 127.0.0.1, stopped by pid at teardown.
 // Every wait here has a deadline.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -141,4 +141,30 @@ export async function waitForMirror(src: string, mirror: string, ms = 20_000): P
 
 export function mirrorDifference(src: string, mirror: string): string | null {
   return firstDifference(describeTree(src), describeTree(mirror))
+}
+
+/**
+ * The files of a mirror's uploads under way: named ones under .sfm/tmp, and the unnamed ones
+ * (O_TMPFILE) that the server process `pid` (this one by default) holds open there; /proc shows
+ * those as `<dir>/#<inode> (deleted)`.
+ */
+export function uploadFiles(root: string, pid: number | 'self' = 'self'): string[] {
+  const tmpDir = join(root, '.sfm', 'tmp')
+  const unnamed: string[] = []
+  let fds: string[] = []
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`)
+  } catch {
+    // the process has ended
+  }
+  for (const fd of fds) {
+    let target: string
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`)
+    } catch {
+      continue // closed since the listing
+    }
+    if (target.startsWith(`${tmpDir}/#`) && target.endsWith(' (deleted)')) unnamed.push(target)
+  }
+  return [...readdirSync(tmpDir), ...unnamed]
 }

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
+import { mirrorDifference, sleep, startClient, startServer, syncOnce, uploadFiles, waitForMirror, waitUntil } from '../helpers/procs.js'
 import { startProxy } from '../helpers/proxy.js'
 
 const MiB = 1 << 20
@@ -88,7 +88,7 @@ t.test('a server killed with SIGKILL mid-upload never shows a partial file, and 
     }
   })()
 
-  await waitUntil(() => existsSync(join(mirror, '.sfm/tmp')) && readdirSync(join(mirror, '.sfm/tmp')).length > 0, 30_000, () => 'no upload started')
+  await waitUntil(() => existsSync(join(mirror, '.sfm/tmp')) && uploadFiles(mirror, server.pid!).length > 0, 30_000, () => 'no upload started')
   server.kill('SIGKILL')
   await server.exited
   server = await startServer(t, mirror, ['--port', String(port)])
