@@ -65,6 +65,15 @@ const HELD_RECHECK_MS = 3_000
  * directories bigger than this, only the periodic rescan does.
  */
 const SIBLING_CHECK_MAX = 10_000
+/**
+ * An entry the sibling check finds gone, that the watcher has not reported, is deleted only this much
+ * later: the watcher reports a delete burst (`rm -rf`) in pieces, and holds its larger pieces back to
+ * see the whole of it (for the folder's own removal, and for --max-delete). A pass started by the first
+ * piece must not delete the rest ahead of that. The watcher's own report comes first as a rule (it
+ * reports at least every 500 ms, holds a delete burst at most about a second); a delete it lost for good
+ * is made then.
+ */
+const UNREPORTED_DELETE_MS = 2_000
 
 /**
  * Deletes are counted against --max-delete over this window, not only per pass: the watcher can report
@@ -100,6 +109,9 @@ export class Syncer {
   private readonly deleted = new Map<bigint, Deleted>()
   // inodes of the paths that disappeared in the current pass, for remembering what a DELETE removed
   private vanished = new Map<string, bigint>()
+  /** Gone entries found by the sibling check, not reported by the watcher: looked at again later. */
+  private readonly unreportedGone = new Set<string>()
+  private unreportedTimer: NodeJS.Timeout | null = null
   // chunk ids being uploaded by a change whose reply has not come yet, with that reply
   private readonly inflight = new Map<string, Promise<boolean>>()
   /** Paths that could not be synced after all attempts (reported by --once). */
@@ -207,6 +219,7 @@ export class Syncer {
     await this.checkRoot()
     const local = new Map<string, LocalEntry>()
     const candidates = new Set<string>()
+    let unreportedGone: string[] = []
     if (full) {
       for (const [p, e] of await scanTree(root, { onWarning: warn, isIgnored })) {
         local.set(p, e)
@@ -214,7 +227,7 @@ export class Syncer {
       }
       for (const p of this.remote.paths()) candidates.add(p)
     } else {
-      await this.addMissedSiblings(paths)
+      unreportedGone = await this.addMissedSiblings(paths)
       for (const p of topmost(paths)) {
         const e = await statEntry(root, p, { onWarning: warn })
         if (rules?.ignores(p, (e ?? this.remote.get(p))?.kind === 'dir')) continue
@@ -237,6 +250,7 @@ export class Syncer {
         }
       }
     }
+    this.deferUnreportedGone(unreportedGone, local, candidates)
     if (rules) {
       // ignored entries of the mirror are left alone: never compared, so never deleted
       for (const p of candidates) {
@@ -380,10 +394,12 @@ export class Syncer {
   }
 
   /**
-   * Adds to `paths` the entries of each changed path's directory whose presence differs between the
-   * folder and the mirror's model: what a lost watcher event left behind.
+   * Adds to `paths` the entries of each changed path's directory that are new in the folder, and returns
+   * those that are gone from it, which the watcher did not report (yet): what a lost event left behind,
+   * or the watcher's next report.
    */
-  private async addMissedSiblings(paths: Set<string>): Promise<void> {
+  private async addMissedSiblings(paths: Set<string>): Promise<string[]> {
+    const gone: string[] = []
     const dirs = new Set([...paths].map((p) => parentOf(p) ?? ''))
     for (const dir of dirs) {
       const known = this.remote.childrenOf(dir)
@@ -395,9 +411,35 @@ export class Syncer {
         continue // gone or not a directory: the changed path itself says so
       }
       const here = new Set(names.map((n) => (dir ? `${dir}/${n}` : n)))
-      for (const p of known) if (!here.has(p)) paths.add(p)
+      for (const p of known) if (!here.has(p) && !paths.has(p)) gone.push(p)
       for (const p of here) if (!known.has(p) && isValidWirePath(p)) paths.add(p)
     }
+    return gone
+  }
+
+  /**
+   * The unreported gone entries wait (UNREPORTED_DELETE_MS), except where one moved to a path that this
+   * pass looks at: the move is made now, which deletes nothing.
+   */
+  private deferUnreportedGone(gone: string[], local: Map<string, LocalEntry>, candidates: Set<string>): void {
+    if (gone.length === 0) return
+    const movedHere = new Set<bigint>()
+    for (const e of local.values()) movedHere.add(e.ino)
+    for (const p of gone) {
+      const ino = this.inoOf.get(p)
+      if (ino !== undefined && movedHere.has(ino)) {
+        candidates.add(p)
+        for (const q of this.remote.below(p)) candidates.add(q)
+      } else this.unreportedGone.add(p)
+    }
+    if (this.unreportedTimer || this.unreportedGone.size === 0) return
+    this.unreportedTimer = setTimeout(() => {
+      this.unreportedTimer = null
+      const again = [...this.unreportedGone]
+      this.unreportedGone.clear()
+      this.markChanged(again)
+    }, UNREPORTED_DELETE_MS)
+    this.unreportedTimer.unref()
   }
 
   /** Stops with an error if the folder is gone or was replaced: never a mass delete [issue: vanished root]. */

@@ -295,11 +295,25 @@ class Watch {
   // The held deletes, when the wait for more deletes, or for the library's batch, is over.
   private async releaseHeld(): Promise<void> {
     if (this.heldTimer) return // a mass delete started meanwhile: its own wait runs
+    // Hints that came after the last look wait up to HINT_REPORT_GAP_MS, longer than DELETE_GATHER_MS:
+    // they may be more deletes of the same burst, so they are looked at before anything is let go.
+    if (this.hintsMayDelete()) {
+      if (this.hintTimer) clearTimeout(this.hintTimer)
+      this.hintTimer = null
+      this.lastHintReportAt = Date.now()
+      await this.flushHints()
+      if (this.heldTimer || this.stopped) return // more deletes: gathering again, or a mass delete
+    }
     const gone = [...this.heldGone]
     this.heldGone.clear()
     this.massDelete = false
     this.noteHintedGone(gone)
     if (gone.length > 0) await this.settle(gone, gone.length, [])
+  }
+
+  private hintsMayDelete(): boolean {
+    for (const maybeGone of this.hints.values()) if (maybeGone) return true
+    return false
   }
 
   private noteHintedGone(paths: string[]): void {

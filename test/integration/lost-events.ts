@@ -3,20 +3,13 @@
 // the mirror. The watcher is wrapped here so that it drops chosen events; the rest is real.
 import { mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { silentLogger } from '../../src/log.js'
 import type * as WatchModule from '../../src/client/watch.js'
 import { startServer, waitUntil } from '../helpers/procs.js'
 
-t.test('a delete or a create the watcher lost is repaired by the next change in that directory', async (t) => {
-  const dir = t.testdir()
-  const src = join(dir, 'src')
-  const mirror = join(dir, 'mirror')
-  mkdirSync(join(src, 'sub'), { recursive: true })
-  for (let i = 0; i < 30; i++) writeFileSync(join(src, 'sub', `f${i}`), `file ${i}`)
-  const server = await startServer(t, mirror)
-
-  const dropped = new Set(['sub/f7', 'sub/new-lost'])
+// A client in this process whose watcher never reports the paths in `dropped`.
+async function startClient(t: Test, src: string, port: number, dropped: Set<string>): Promise<void> {
   const realWatch = (await import('../../src/client/watch.js')) as typeof WatchModule
   const { SfmClient } = await t.mockImport<typeof import('../../src/client/client.js')>('../../src/client/client.js', {
     '../../src/client/watch.js': {
@@ -31,7 +24,7 @@ t.test('a delete or a create the watcher lost is repaired by the next change in 
   const client = new SfmClient({
     root: src,
     host: '127.0.0.1',
-    port: server.port,
+    port,
     once: false,
     token: null,
     stateDir: null,
@@ -41,8 +34,23 @@ t.test('a delete or a create the watcher lost is repaired by the next change in 
   const running = client.run()
   t.teardown(async () => {
     client.stop()
-    await running
+    // tap may remove the test's folder first; the client then stops on its own, saying so.
+    await running.catch(() => {})
   })
+}
+
+function fill(src: string): void {
+  mkdirSync(join(src, 'sub'), { recursive: true })
+  for (let i = 0; i < 30; i++) writeFileSync(join(src, 'sub', `f${i}`), `file ${i}`)
+}
+
+t.test('a delete or a create the watcher lost is repaired by the next change in that directory', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  fill(src)
+  const server = await startServer(t, mirror)
+  await startClient(t, src, server.port, new Set(['sub/f7', 'sub/new-lost']))
   await waitUntil(() => existsSync(join(mirror, 'sub/f29')), 15_000, () => 'first sync')
 
   rmSync(join(src, 'sub/f7')) // its event is dropped
@@ -53,4 +61,24 @@ t.test('a delete or a create the watcher lost is repaired by the next change in 
   writeFileSync(join(src, 'sub/f3'), 'an ordinary change next to them')
   await waitUntil(() => !existsSync(join(mirror, 'sub/f7')) && existsSync(join(mirror, 'sub/new-lost')), 10_000, () => 'the lost delete and create were not repaired')
   t.pass('both repaired by the next change in the directory')
+})
+
+t.test('deletes the watcher has not reported are not made ahead of its report', async (t) => {
+  // The watcher reports the start of a delete burst alone and holds the rest back to judge it (is the
+  // folder itself going? is it over --max-delete?). The pass started by that first report sees the
+  // rest gone too, and must leave them to the watcher's own report.
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  fill(src)
+  const server = await startServer(t, mirror)
+  const unreported = Array.from({ length: 9 }, (_, i) => `sub/f${11 + i}`)
+  await startClient(t, src, server.port, new Set(unreported))
+  await waitUntil(() => existsSync(join(mirror, 'sub/f29')), 15_000, () => 'first sync')
+
+  for (const p of ['sub/f10', ...unreported]) rmSync(join(src, p))
+  await waitUntil(() => !existsSync(join(mirror, 'sub/f10')), 10_000, () => 'the reported delete was not made')
+  t.same(unreported.filter((p) => !existsSync(join(mirror, p))), [], 'the unreported deletes wait')
+  await waitUntil(() => unreported.every((p) => !existsSync(join(mirror, p))), 10_000, () => 'the unreported deletes were never made')
+  t.pass('and are made later when the watcher never reports them')
 })
