@@ -371,6 +371,7 @@ export class Connection {
     this.ended = err
     if (this.keepalive) clearInterval(this.keepalive)
     if (this.deadline) clearTimeout(this.deadline)
+    this.writer.flush()
     this.socket.end()
     setTimeout(() => this.socket.destroy(), 1_000).unref()
     for (const p of this.pending.values()) p.reject(err)

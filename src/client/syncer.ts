@@ -663,6 +663,9 @@ export class Syncer {
     }
     try {
       const { dataBytes, changed } = await streamSpans(file, spans, conn, uploadId)
+      // Copied into the connection's frames by now. Whatever still holds this file (its commit, a
+      // promise) must not keep its bytes, nor their slab, from the next scavenge.
+      file.bytes = null
       this.opts.stats.dataBytesSent += dataBytes
       if (changed) {
         conn.abort(uploadId)

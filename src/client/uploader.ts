@@ -32,8 +32,8 @@ export interface PreparedFile {
   readonly identity: FileIdentity
   readonly contentId: Buffer
   readonly tree: ContentTree
-  /** The file's bytes, for small files. */
-  readonly bytes: Buffer | null
+  /** The file's bytes, for small files; dropped (set to null) once they are sent. */
+  bytes: Buffer | null
 }
 
 /** Why a file could not be read consistently: it vanished or is not a file now, or it kept changing. */
@@ -97,8 +97,7 @@ async function readOnce(abs: string): Promise<PreparedFile | null> {
     if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' })
     if (st.size <= BigInt(SMALL_FILE_BYTES)) {
       const before = identityOf(st)
-      // unpooled: a pooled slab would be kept alive by any long-lived id allocated next to these bytes
-      const bytes = Buffer.allocUnsafeSlow(before.size + 1) // one spare byte shows a file that grew
+      const bytes = fileBuffer(before.size + 1) // one spare byte shows a file that grew
       let n = 0
       for (;;) {
         const bytesRead = readSync(fd, bytes, n, bytes.length - n, n)
@@ -118,6 +117,28 @@ async function readOnce(abs: string): Promise<PreparedFile | null> {
   const d = await digestFile(abs)
   if (!sameIdentity(d.statBefore, d.statAfter)) return null
   return { kind: 'ready', abs, identity: d.statBefore, contentId: d.contentId, tree: d.tree, bytes: null }
+}
+
+/**
+ * Small files' bytes are carved from slabs of their own. One ArrayBuffer per file (allocUnsafeSlow)
+ * piled up, tens of MiB of them, until a major GC (benchmark W2: sfmc's peak RSS); Node's shared pool
+ * would mix them with long-lived ids, which would keep whole slabs alive. Only file bytes on their way
+ * to the server live in these, so a slab is freed soon after its last file is sent.
+ */
+const SLAB_BYTES = 256 << 10
+const SLAB_PART_MAX_BYTES = 32 << 10
+let slab = Buffer.allocUnsafeSlow(0)
+let slabUsed = 0
+
+function fileBuffer(size: number): Buffer {
+  if (size > SLAB_PART_MAX_BYTES) return Buffer.allocUnsafeSlow(size)
+  if (slabUsed + size > slab.length) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+    slabUsed = 0
+  }
+  const bytes = slab.subarray(slabUsed, slabUsed + size)
+  slabUsed += size
+  return bytes
 }
 
 /**

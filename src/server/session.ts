@@ -109,6 +109,7 @@ export class Session {
         case 'fail':
           this.deps.log.warn(`closing connection from ${this.peer}: ${a.message}`, { code: a.code })
           this.send({ type: 'error', requestId: 0, code: ERROR_CODE[a.code], message: a.message })
+          this.writer.flush()
           this.socket.end()
           this.shutdown(a.message)
           // a peer that does not close its side in time is cut off
@@ -129,6 +130,7 @@ export class Session {
         case 'closed':
           // A client that gives up in its handshake (no token, the wrong server) is worth a line.
           if (!this.helloDone) this.deps.log.warn(`connection from ${this.peer} ended in its handshake: ${a.reason}`)
+          this.writer.flush()
           this.socket.end()
           this.shutdown(a.reason)
           break
