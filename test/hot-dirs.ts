@@ -2,20 +2,11 @@ import t, { type Test } from 'tap'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { HotDirs, type HotDirsOptions } from '../src/client/hot-dirs.js'
+import { sleep, waitUntil } from './helpers/procs.js'
 
 const DEADLINE_MS = 5_000
 
-async function waitFor(condition: () => boolean, what: string, ms = DEADLINE_MS): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms))
-}
+const waitFor = (condition: () => boolean, what: string): Promise<void> => waitUntil(condition, DEADLINE_MS, () => what)
 
 // HotDirs on `root` that records its hints, closed at the end of the test.
 function record(t: Test, root: string, opts: Partial<HotDirsOptions> = {}) {

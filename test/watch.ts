@@ -4,21 +4,11 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import { join } from 'node:path'
 import { type WatchError, collapse, isWatchLimit, watchFolder, watchLimitError } from '../src/client/watch.js'
+import { sleep, waitUntil } from './helpers/procs.js'
 
 const DEADLINE_MS = 5_000
 
-// Polls `condition` every 20 ms and fails the test if it is still false after `ms`.
-async function waitFor(condition: () => boolean, what: string, ms = DEADLINE_MS): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms))
-}
+const waitFor = (condition: () => boolean, what: string): Promise<void> => waitUntil(condition, DEADLINE_MS, () => what)
 
 // Starts a watch on `root` that records everything it reports, and closes it at the end of the test.
 async function record(t: Test, root: string, opts: Parameters<typeof watchFolder>[3] = {}) {
@@ -250,24 +240,10 @@ t.test('maps a subscribe that fails on the watch limit to SFM_WATCH_LIMIT', asyn
 })
 
 t.test('maps an error reported while watching', async t => {
-  let callback: ((err: Error | null, events: { path: string; type: string }[]) => void) | null = null
-  const { watchFolder: mocked } = await t.mockImport<typeof import('../src/client/watch.js')>('../src/client/watch.js', {
-    '@parcel/watcher': {
-      default: {
-        subscribe: async (_dir: string, fn: typeof callback) => {
-          callback = fn
-          return { unsubscribe: async () => {} }
-        },
-      },
-    },
-  })
   const root = t.testdir({})
-  const errors: WatchError[] = []
-  const changes: string[][] = []
-  const watch = await mocked(root, paths => changes.push(paths), err => errors.push(err))
-  t.teardown(() => watch.close())
+  const w = await withMockedLibrary(t, root)
   const real = fs.realpathSync(root)
-  callback!(null, [
+  w.deliver(null, [
     { path: `${real}/a`, type: 'create' },
     { path: `${real}/a`, type: 'update' },
     { path: `${real}/a/b`, type: 'update' },
@@ -277,16 +253,16 @@ t.test('maps an error reported while watching', async t => {
     { path: `${real}/c//d`, type: 'update' },
     { path: real, type: 'update' },
   ])
-  await waitFor(() => changes.length > 0, 'a report')
-  t.same(changes, [['a']], 'deduplicated, collapsed, and only valid wire paths below the root')
-  callback!(new Error('Unable to poll: Bad file descriptor'), [])
-  await waitFor(() => errors.length > 0, 'an error')
-  t.equal(errors[0]!.code, 'SFM_WATCH_FAILED')
-  t.match(errors[0]!.message, /Unable to poll/)
-  callback!(null, [{ path: `${real}/late`, type: 'create' }])
+  await waitFor(() => w.batches.length > 0, 'a report')
+  t.same(w.batches, [['a']], 'deduplicated, collapsed, and only valid wire paths below the root')
+  w.deliver(new Error('Unable to poll: Bad file descriptor'), [])
+  await waitFor(() => w.errors.length > 0, 'an error')
+  t.equal(w.errors[0]!.code, 'SFM_WATCH_FAILED')
+  t.match(w.errors[0]!.message, /Unable to poll/)
+  w.deliver(null, [{ path: `${real}/late`, type: 'create' }])
   await sleep(50)
-  t.same(changes, [['a']], 'nothing after an error')
-  t.equal(errors.length, 1, 'one error only')
+  t.same(w.batches, [['a']], 'nothing after an error')
+  t.equal(w.errors.length, 1, 'one error only')
 })
 
 t.test('maps a watch-limit error reported while watching', async t => {
@@ -333,7 +309,9 @@ async function withMockedLibrary(t: Test, root: string) {
   const watch = await mocked(root, paths => batches.push(paths), err => errors.push(err))
   t.teardown(() => watch.close())
   const real = fs.realpathSync(root)
-  const library = (events: [string, string][]) => callback!(null, events.map(([path, type]) => ({ path: `${real}/${path}`, type })))
+  // Events (or an error) as the library hands them over, absolute paths and all.
+  const deliver = (err: Error | null, events: { path: string; type: string }[]) => callback!(err, events)
+  const library = (events: [string, string][]) => deliver(null, events.map(([path, type]) => ({ path: `${real}/${path}`, type })))
   const seen = (path: string, from = 0) => batches.slice(from).some(batch => batch.includes(path))
   // The directory's watch starts a moment after the library's report: write until a hint shows it is there.
   const untilHinted = async (dir: string) => {
@@ -344,7 +322,7 @@ async function withMockedLibrary(t: Test, root: string) {
       await sleep(50)
     }
   }
-  return { batches, errors, library, seen, untilHinted }
+  return { batches, errors, deliver, library, seen, untilHinted }
 }
 
 t.test('changes in a directory the library reported lately are reported before its next batch', async t => {

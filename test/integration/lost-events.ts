@@ -39,19 +39,21 @@ async function startClient(t: Test, src: string, port: number, dropped: Set<stri
   })
 }
 
-function fill(src: string): void {
-  mkdirSync(join(src, 'sub'), { recursive: true })
-  for (let i = 0; i < 30; i++) writeFileSync(join(src, 'sub', `f${i}`), `file ${i}`)
-}
-
-t.test('a delete or a create the watcher lost is repaired by the next change in that directory', async (t) => {
+// A folder of 30 files in sub/, mirrored by such a client: resolves once the first sync is done.
+async function mirrored(t: Test, dropped: Set<string>): Promise<{ src: string; mirror: string }> {
   const dir = t.testdir()
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
-  fill(src)
+  mkdirSync(join(src, 'sub'), { recursive: true })
+  for (let i = 0; i < 30; i++) writeFileSync(join(src, 'sub', `f${i}`), `file ${i}`)
   const server = await startServer(t, mirror)
-  await startClient(t, src, server.port, new Set(['sub/f7', 'sub/new-lost']))
+  await startClient(t, src, server.port, dropped)
   await waitUntil(() => existsSync(join(mirror, 'sub/f29')), 15_000, () => 'first sync')
+  return { src, mirror }
+}
+
+t.test('a delete or a create the watcher lost is repaired by the next change in that directory', async (t) => {
+  const { src, mirror } = await mirrored(t, new Set(['sub/f7', 'sub/new-lost']))
 
   rmSync(join(src, 'sub/f7')) // its event is dropped
   writeFileSync(join(src, 'sub/new-lost'), 'its event is dropped too')
@@ -67,14 +69,8 @@ t.test('deletes the watcher has not reported are not made ahead of its report', 
   // The watcher reports the start of a delete burst alone and holds the rest back to judge it (is the
   // folder itself going? is it over --max-delete?). The pass started by that first report sees the
   // rest gone too, and must leave them to the watcher's own report.
-  const dir = t.testdir()
-  const src = join(dir, 'src')
-  const mirror = join(dir, 'mirror')
-  fill(src)
-  const server = await startServer(t, mirror)
   const unreported = Array.from({ length: 9 }, (_, i) => `sub/f${11 + i}`)
-  await startClient(t, src, server.port, new Set(unreported))
-  await waitUntil(() => existsSync(join(mirror, 'sub/f29')), 15_000, () => 'first sync')
+  const { src, mirror } = await mirrored(t, new Set(unreported))
 
   for (const p of ['sub/f10', ...unreported]) rmSync(join(src, p))
   await waitUntil(() => !existsSync(join(mirror, 'sub/f10')), 10_000, () => 'the reported delete was not made')
