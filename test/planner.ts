@@ -4,25 +4,26 @@ import t from 'tap'
 import { plan, type Op } from '../src/client/planner.js'
 import { RemoteTree, type RemoteEntry } from '../src/client/remote.js'
 import type { LocalEntry } from '../src/client/scan.js'
+import { hashKey } from '../src/hash.js'
 
 const NO_ID = Buffer.alloc(16)
 let nextIno = 1n
 
 function lfile(size: number, mtimeNs: bigint, mode = 0o644): LocalEntry {
-  return { kind: 'file', mode, mtimeNs, size, ino: nextIno++, dev: 1n, ctimeNs: mtimeNs }
+  return { kind: 'file', mode, mtimeNs, size, ino: nextIno++, ctimeNs: mtimeNs }
 }
 function ldir(mtimeNs: bigint, mode = 0o755, unreadable = false): LocalEntry {
-  const e: LocalEntry = { kind: 'dir', mode, mtimeNs, size: 4096, ino: nextIno++, dev: 1n, ctimeNs: mtimeNs }
+  const e: LocalEntry = { kind: 'dir', mode, mtimeNs, size: 4096, ino: nextIno++, ctimeNs: mtimeNs }
   if (unreadable) e.unreadable = true
   return e
 }
 function llink(target: string, mtimeNs: bigint): LocalEntry {
-  return { kind: 'symlink', mode: 0o777, mtimeNs, size: target.length, ino: nextIno++, dev: 1n, ctimeNs: mtimeNs, target }
+  return { kind: 'symlink', mode: 0o777, mtimeNs, size: target.length, ino: nextIno++, ctimeNs: mtimeNs, target }
 }
 
 type RemoteSpec = RemoteEntry extends infer E ? (E extends RemoteEntry ? Omit<E, 'path'> : never) : never
 function rfile(size: number, mtimeNs: bigint, mode = 0o644): RemoteSpec {
-  return { kind: 'file', mode, mtimeNs, size, contentId: NO_ID }
+  return { kind: 'file', mode, mtimeNs, size, contentKey: hashKey(NO_ID) }
 }
 function rdir(mtimeNs: bigint, mode = 0o755): RemoteSpec {
   return { kind: 'dir', mode, mtimeNs }
@@ -69,7 +70,7 @@ function remoteTree(spec: Record<string, RemoteSpec>): RemoteTree {
 
 function run(c: Case): Op[] {
   const local = new Map(Object.entries(c.local))
-  const candidates = c.candidates ?? [...new Set([...Object.keys(c.local), ...Object.keys(c.remote)])]
+  const candidates = new Set(c.candidates ?? [...Object.keys(c.local), ...Object.keys(c.remote)])
   return plan({ candidates, local, remote: remoteTree(c.remote), renames: c.renames })
 }
 
@@ -294,14 +295,14 @@ for (const c of cases) {
 
 t.test('an upload carries the local entry it was planned from', async (t) => {
   const f = lfile(3, 3n)
-  const ops = plan({ candidates: ['f'], local: new Map([['f', f]]), remote: new RemoteTree() })
+  const ops = plan({ candidates: new Set(['f']), local: new Map([['f', f]]), remote: new RemoteTree() })
   t.equal(ops.length, 1)
   t.equal(ops[0]!.kind, 'upload')
   t.equal((ops[0] as Extract<Op, { kind: 'upload' }>).local, f)
 })
 
 t.test('a candidate listed twice is planned once', async (t) => {
-  const ops = plan({ candidates: ['f', 'f', 'g', 'g'], local: new Map([['f', lfile(1, 1n)]]), remote: remoteTree({ g: rfile(1, 1n) }) })
+  const ops = plan({ candidates: new Set(['f', 'f', 'g', 'g']), local: new Map([['f', lfile(1, 1n)]]), remote: remoteTree({ g: rfile(1, 1n) }) })
   t.strictSame(ops.map(show), ['upload f', 'delete g'])
 })
 
@@ -313,7 +314,7 @@ t.test('plan() changes neither its inputs nor the remote tree', async (t) => {
   const remote = remoteTree({ e: rdir(1n), 'e/f': rfile(1, 1n), gone: rfile(1, 1n) })
   const before = [...remote.paths()].map((p) => remote.get(p))
   const renames = [{ from: 'e', to: 'd' }]
-  plan({ candidates: ['d', 'd/f', 'e', 'e/f', 'gone'], local, remote, renames })
+  plan({ candidates: new Set(['d', 'd/f', 'e', 'e/f', 'gone']), local, remote, renames })
   t.strictSame([...remote.paths()].map((p) => remote.get(p)), before)
   t.strictSame([...local.keys()], ['d', 'd/f'])
   t.strictSame(renames, [{ from: 'e', to: 'd' }])

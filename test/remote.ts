@@ -1,18 +1,26 @@
 // RemoteTree: the client's model of the mirror, kept in step with every change it sends.
 import t from 'tap'
 import { RemoteTree, isBelowAny, type RemoteEntry } from '../src/client/remote.js'
+import { hashKey } from '../src/hash.js'
 import type { ListEntry } from '../src/protocol/messages.js'
 
 const ID = Buffer.alloc(16, 1)
 
-function file(path: string, size = 1, mtimeNs = 1n): ListEntry {
-  return { kind: 'file', path, mode: 0o644, mtimeNs, size, contentId: ID }
+function file(path: string, size = 1, mtimeNs = 1n): RemoteEntry {
+  return { kind: 'file', path, mode: 0o644, mtimeNs, size, contentKey: hashKey(ID) }
 }
-function dir(path: string, mtimeNs = 1n): ListEntry {
+function dir(path: string, mtimeNs = 1n): RemoteEntry {
   return { kind: 'dir', path, mode: 0o755, mtimeNs }
 }
-function link(path: string, target = 't'): ListEntry {
+function link(path: string, target = 't'): RemoteEntry {
   return { kind: 'symlink', path, mode: 0, mtimeNs: 1n, target }
+}
+
+/** A tree holding exactly these entries, set in order. */
+function treeOf(entries: RemoteEntry[]): RemoteTree {
+  const tree = new RemoteTree()
+  for (const e of entries) tree.set(e)
+  return tree
 }
 
 /** The tree's paths, sorted, for order-free comparisons. */
@@ -25,7 +33,7 @@ function paths(tree: RemoteTree): string[] {
 //   y/              d
 //     z
 function sample(): RemoteTree {
-  return new RemoteTree([dir('a'), file('a/x'), dir('a/y'), file('a/y/z'), dir('b'), dir('b/c'), file('b/c/d'), file('ab')])
+  return treeOf([dir('a'), file('a/x'), dir('a/y'), file('a/y/z'), dir('b'), dir('b/c'), file('b/c/d'), file('ab')])
 }
 
 t.test('a listing builds the tree; get, has and size see every entry', async (t) => {
@@ -37,6 +45,23 @@ t.test('a listing builds the tree; get, has and size see every entry', async (t)
   t.notOk(tree.has('b/c/e'))
   t.equal(tree.get('nope'), undefined)
   t.equal(new RemoteTree().size, 0)
+})
+
+t.test("the server's listing becomes the model: a file's content id is kept as its hash key", async (t) => {
+  const listing: ListEntry[] = [
+    { kind: 'dir', path: 'd', mode: 0o755, mtimeNs: 1n },
+    { kind: 'file', path: 'd/f', mode: 0o644, mtimeNs: 1n, size: 1, contentId: ID },
+    { kind: 'symlink', path: 'l', mode: 0, mtimeNs: 1n, target: 't' },
+  ]
+  const tree = new RemoteTree(listing)
+  t.strictSame(paths(tree), ['d', 'd/f', 'l'])
+  t.strictSame(tree.get('d'), dir('d'))
+  t.strictSame(tree.get('d/f'), file('d/f'))
+  t.strictSame(tree.get('l'), link('l'))
+  const other = Buffer.alloc(16, 2)
+  const f = new RemoteTree([{ kind: 'file', path: 'd/f', mode: 0o644, mtimeNs: 1n, size: 1, contentId: other }]).get('d/f')
+  t.equal(f?.kind === 'file' && f.contentKey, hashKey(other))
+  t.not(hashKey(other), hashKey(ID))
 })
 
 t.test('set replaces an entry in place', async (t) => {
@@ -69,7 +94,7 @@ t.test('set of a non-directory over a directory removes its subtree', async (t) 
 })
 
 t.test('set of a directory over a file starts with no children', async (t) => {
-  const tree = new RemoteTree([file('f')])
+  const tree = treeOf([file('f')])
   tree.set(dir('f'))
   tree.set(file('f/g'))
   t.strictSame([...tree.below('f')], ['f/g'])
@@ -96,7 +121,7 @@ t.test('delete removes the entry and its whole subtree, nothing else', async (t)
 })
 
 t.test('below() yields every path strictly below, each once, parents before children', async (t) => {
-  const tree = new RemoteTree([
+  const tree = treeOf([
     dir('r'),
     dir('r/a'),
     dir('r/a/b'),

@@ -22,7 +22,7 @@ export type Op =
 
 export interface PlanInput {
   /** Paths to compare; a path with no local entry is absent from the folder. */
-  candidates: Iterable<string>
+  candidates: ReadonlySet<string>
   local: ReadonlyMap<string, LocalEntry>
   remote: { get(path: string): RemoteEntry | undefined }
   /** Moves already recognised (same inode, or same content), applied before anything else. */
@@ -39,7 +39,8 @@ export function plan(input: PlanInput): Op[] {
   const renamedTo = new Map<string, string>() // target -> source
   const renamedFrom = new Set<string>()
   // local directories whose listing failed: their contents are unknown, never taken as deleted
-  const unreadable = [...local].filter(([, e]) => e.unreadable).map(([p]) => p)
+  const unreadable: string[] = []
+  for (const [p, e] of local) if (e.unreadable) unreadable.push(p)
 
   for (const r of input.renames ?? []) {
     structure.push({ kind: 'rename', from: r.from, to: r.to })
@@ -61,7 +62,7 @@ export function plan(input: PlanInput): Op[] {
     return remote.get(path)
   }
 
-  for (const path of new Set(input.candidates)) {
+  for (const path of input.candidates) {
     const l = local.get(path)
     const r = remoteAfterRenames(path)
     if (!l) {

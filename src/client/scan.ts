@@ -14,7 +14,6 @@ export interface LocalEntry {
   mtimeNs: bigint
   size: number
   ino: bigint
-  dev: bigint
   ctimeNs: bigint
   target?: string // symlinks only: the link text, never resolved
   // Directories only: set when the directory could not be listed (a warning said so). Its contents are
@@ -385,7 +384,7 @@ function decodedExactly(text: string, bytes: Buffer): boolean {
 }
 
 function statOf(st: BigIntStats): EntryStat {
-  return { mode: Number(st.mode), size: Number(st.size), ino: st.ino, dev: st.dev, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs }
+  return { mode: Number(st.mode), size: Number(st.size), ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs }
 }
 
 function entryOf(kind: EntryKind, st: EntryStat, target?: string): LocalEntry {
@@ -395,7 +394,6 @@ function entryOf(kind: EntryKind, st: EntryStat, target?: string): LocalEntry {
     mtimeNs: st.mtimeNs,
     size: st.size,
     ino: st.ino,
-    dev: st.dev,
     ctimeNs: st.ctimeNs,
   }
   if (target !== undefined) entry.target = target

@@ -105,7 +105,6 @@ export class Syncer {
   private readonly attempts = new Map<string, number>()
   // for recognising moves: the inode each path had when last seen, and recently deleted entries
   private readonly inoOf = new Map<string, bigint>()
-  private readonly pathOfIno = new Map<bigint, string>()
   private readonly deleted = new Map<bigint, Deleted>()
   // inodes of the paths that disappeared in the current pass, for remembering what a DELETE removed
   private vanished = new Map<string, bigint>()
@@ -207,6 +206,16 @@ export class Syncer {
   }
 
   private async pass(full: boolean, paths: Set<string>): Promise<void> {
+    const ops = await this.planPass(full, paths)
+    if (this.opts.dryRun) return this.describe(ops, this.opts.dryRun)
+    await this.execute(ops)
+  }
+
+  /**
+   * Looks at the folder and decides what to send. The folder's entries and the candidate paths end with
+   * this call: while the changes are sent, the pass holds only the changes still to send.
+   */
+  private async planPass(full: boolean, paths: Set<string>): Promise<Op[]> {
     const root = this.opts.root
     const warn = (msg: string) => this.opts.log.warn(msg)
     const rules = this.opts.ignore
@@ -217,14 +226,12 @@ export class Syncer {
     }
     const isIgnored = rules ? (p: string, isDir: boolean) => rules.ignores(p, isDir) : undefined
     await this.checkRoot()
-    const local = new Map<string, LocalEntry>()
+    let local = new Map<string, LocalEntry>()
     const candidates = new Set<string>()
     let unreportedGone: string[] = []
     if (full) {
-      for (const [p, e] of await scanTree(root, { onWarning: warn, isIgnored })) {
-        local.set(p, e)
-        candidates.add(p)
-      }
+      local = await scanTree(root, { onWarning: warn, isIgnored })
+      for (const p of local.keys()) candidates.add(p)
       for (const p of this.remote.paths()) candidates.add(p)
     } else {
       unreportedGone = await this.addMissedSiblings(paths)
@@ -267,11 +274,16 @@ export class Syncer {
     if (rules) ops = this.spareIgnored(ops, rules)
     ops = this.guard(ops, full, local.size, candidates)
     if (full) {
-      const uploads = ops.filter((op): op is Extract<Op, { kind: 'upload' }> => op.kind === 'upload')
-      this.opts.stats.plan(uploads.length, uploads.reduce((n, op) => n + op.local.size, 0))
+      let files = 0
+      let bytes = 0
+      for (const op of ops) {
+        if (op.kind !== 'upload') continue
+        files++
+        bytes += op.local.size
+      }
+      this.opts.stats.plan(files, bytes)
     }
-    if (this.opts.dryRun) return this.describe(ops, this.opts.dryRun)
-    await this.execute(ops)
+    return ops
   }
 
   /**
@@ -457,13 +469,19 @@ export class Syncer {
   private findMoves(local: Map<string, LocalEntry>, candidates: Set<string>): Array<{ from: string; to: string }> {
     const moves: Array<{ from: string; to: string }> = []
     const claimed = new Set<string>()
+    // a move's source is a path of this pass that is gone from the folder
+    const vanishedByIno = new Map<bigint, string>()
+    for (const p of candidates) {
+      const ino = local.has(p) ? undefined : this.inoOf.get(p)
+      if (ino !== undefined) vanishedByIno.set(ino, p)
+    }
     for (const to of candidates) {
       const l = local.get(to)
       if (!l) continue
       const r = this.remote.get(to)
       if (r && r.kind === l.kind) continue // not new here
-      const from = this.pathOfIno.get(l.ino)
-      if (from !== undefined && from !== to && !claimed.has(from) && !local.has(from) && candidates.has(from)) {
+      const from = vanishedByIno.get(l.ino)
+      if (from !== undefined && from !== to && !claimed.has(from)) {
         const old = this.remote.get(from)
         if (old && sameThing(old, l) && !moves.some((m) => isSameOrBelow(to, m.to) || isSameOrBelow(from, m.from))) {
           moves.push({ from, to })
@@ -487,10 +505,8 @@ export class Syncer {
     for (const p of candidates) {
       const e = local.get(p)
       const old = this.inoOf.get(p)
-      if (old !== undefined && this.pathOfIno.get(old) === p) this.pathOfIno.delete(old)
       if (e) {
         this.inoOf.set(p, e.ino)
-        this.pathOfIno.set(e.ino, p)
       } else if (old !== undefined) {
         this.inoOf.delete(p)
         this.vanished.set(p, old)
@@ -511,7 +527,7 @@ export class Syncer {
       for (const p of [op.path, ...this.remote.below(op.path)]) {
         const e = this.remote.get(p)
         if (e?.kind !== 'file') continue
-        deleting.set(hashKey(e.contentId), p)
+        deleting.set(e.contentKey, p)
         deletingShapes.add(`${e.size}:${e.mtimeNs}`)
       }
     }
@@ -523,18 +539,21 @@ export class Syncer {
       const r = this.remote.get(op.path)
       return !(r?.kind === 'file' && r.size === op.local.size)
     }
+    // What is sent is let go: a pass over a big tree holds only the changes it has yet to send.
+    const todo: Array<Op | null> = ops
     const preps = new Map<number, Promise<Prepared | NotReady | Error>>()
     let started = 0
     const startAhead = (upTo: number) => {
-      for (; started < ops.length && started <= upTo; started++) {
-        const op = ops[started]!
+      for (; started < todo.length && started <= upTo; started++) {
+        const op = todo[started]!
         if (op.kind === 'upload' && !streamed(op)) preps.set(started, this.prepare(op.path).catch((e: Error) => e))
       }
     }
     const cancelled = new Set<string>()
-    for (let i = 0; i < ops.length; i++) {
+    for (let i = 0; i < todo.length; i++) {
       startAhead(i + PREPARE_AHEAD)
-      const op = ops[i]!
+      const op = todo[i]!
+      todo[i] = null
       if (op.kind === 'upload' && streamed(op)) {
         await this.streamUpload(op.path, op.local)
       } else if (op.kind === 'upload') {
@@ -583,7 +602,7 @@ export class Syncer {
     }
     this.opts.stats.dataBytesSent += r.dataBytes
     const remote = this.remote.get(path)
-    if (remote?.kind === 'file' && remote.contentId.equals(r.contentId)) {
+    if (remote?.kind === 'file' && remote.contentKey === hashKey(r.contentId)) {
       // the same bytes as the mirror's (a touch): drop the upload, set the attributes
       conn.abort(uploadId)
       this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: r.identity.mtimeNs })
@@ -596,7 +615,7 @@ export class Syncer {
     const file = await readFileDigest(join(this.opts.root, path))
     if (file.kind !== 'ready') return file
     const r = this.remote.get(path)
-    if (r?.kind === 'file' && r.contentId.equals(file.contentId)) return { kind: 'prepared', file, spans: [] } // same content
+    if (r?.kind === 'file' && r.contentKey === hashKey(file.contentId)) return { kind: 'prepared', file, spans: [] } // same content
     return { kind: 'prepared', file, spans: await negotiate(file.tree, this.conn!, this.opts.known) }
   }
 
@@ -613,7 +632,7 @@ export class Syncer {
     const id = file.identity
     const remote = this.remote.get(path)
     // Same bytes as the mirror's: only the attributes differ (a touch, a chmod).
-    if (remote?.kind === 'file' && remote.contentId.equals(file.contentId)) {
+    if (remote?.kind === 'file' && remote.contentKey === hashKey(file.contentId)) {
       this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
       return
     }
@@ -689,7 +708,9 @@ export class Syncer {
    */
   private commit(uploadId: number, path: string, local: LocalEntry, id: FileIdentity, tree: ContentTree, refs: readonly Buffer[]): Promise<boolean> {
     const reply = this.conn!.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: tree.contentId })
-    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs: id.mtimeNs, size: id.size, contentId: tree.contentId })
+    // the scan's mtime, when the file still has it: the model outlives the scan, and keeps one copy
+    const mtimeNs = id.mtimeNs === local.mtimeNs ? local.mtimeNs : id.mtimeNs
+    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs, size: id.size, contentKey: hashKey(tree.contentId) })
     const settled = reply.then((o) => {
       if (o.ok) {
         for (const nodeId of allIds(tree)) this.opts.known.add(nodeId)

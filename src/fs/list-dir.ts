@@ -9,7 +9,6 @@ export interface EntryStat {
   mode: number
   size: number
   ino: bigint
-  dev: bigint
   mtimeNs: bigint
   ctimeNs: bigint
 }
@@ -52,7 +51,6 @@ async function listDir(path: string, opts: { noFollow: boolean }): Promise<Liste
         mode: buf.readUInt32LE(at),
         size: Number(buf.readBigUInt64LE(at + 4)),
         ino: buf.readBigUInt64LE(at + 12),
-        dev: buf.readBigUInt64LE(at + 20),
         mtimeNs: buf.readBigInt64LE(at + 28) * NS_PER_SEC + BigInt(buf.readUInt32LE(at + 36)),
         ctimeNs: buf.readBigInt64LE(at + 40) * NS_PER_SEC + BigInt(buf.readUInt32LE(at + 48)),
       },
