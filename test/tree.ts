@@ -2,6 +2,7 @@ import t from 'tap'
 import { basename } from 'node:path'
 import { EMPTY_CONTENT_ID, hash128, toHex } from '../src/hash.js'
 import { ContentTree, contentIdOf, type TreeLevel } from '../src/tree.js'
+import { treeIds } from '../src/client/uploader.js'
 import { listVectors, readVector } from './helpers/vectors.js'
 
 interface Entry {
@@ -211,4 +212,36 @@ t.test('entryId is a view of the level, not a copy', async (t) => {
   t.equal(tree.entryId(0, 2).buffer, lv.ids.buffer)
   t.equal(tree.entryId(0, 2).byteOffset, lv.ids.byteOffset + 32)
   t.equal(tree.entryId(0, 2).length, 16)
+})
+
+t.test('one-chunk trees share nothing that differs between them', async (t) => {
+  const a = build(counterLeaves(1, 5))
+  const b = build(counterLeaves(1, 7))
+  const big = build(counterLeaves(3, 10))
+  for (const [tree, length] of [[a, 5], [b, 7]] as const) {
+    t.equal(tree.levels.length, 1)
+    t.equal(tree.size, length)
+    t.same([...tree.levels[0]!.lengths], [length])
+    t.same([...tree.levels[0]!.offsets], [0])
+    t.same([...tree.levels[0]!.childCount], [0])
+    t.ok(tree.contentId.equals(counterLeaves(1, 1)[0]!.id), 'the chunk is the root')
+  }
+  t.same([...big.levels[0]!.offsets], [0, 10, 20], 'a longer tree has its own offsets')
+})
+
+t.test('treeIds lists every distinct id of the tree once', async (t) => {
+  t.equal(treeIds(ContentTree.fromLeaves(Buffer.alloc(0), [])).length, 0, 'the empty file: none')
+  const one = build(counterLeaves(1, 3))
+  t.ok(treeIds(one).equals(one.contentId), 'one chunk: its id, which is the content id')
+
+  const tree = build(counterLeaves(2000, 10)) // several levels, with groups of one passed through
+  t.ok(tree.levels.length >= 3)
+  const all = new Set<string>()
+  for (let l = 0; l < tree.levels.length; l++) for (let i = 0; i < tree.levels[l]!.count; i++) all.add(toHex(tree.entryId(l, i)))
+  const listed = treeIds(tree)
+  t.equal(listed.length % 16, 0)
+  const got = Array.from({ length: listed.length / 16 }, (_, i) => toHex(listed.subarray(i * 16, i * 16 + 16)))
+  t.equal(got.length, all.size, 'each id once')
+  t.same(new Set(got), all)
+  t.ok(got.includes(toHex(tree.contentId)))
 })

@@ -4,7 +4,7 @@
 // failed change puts its path back on the dirty list.
 import { join } from 'node:path'
 import type { FileIdentity } from '../digest.js'
-import { hashKey } from '../hash.js'
+import { HASH_BYTES, hashKey } from '../hash.js'
 import type { ContentTree } from '../tree.js'
 import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
@@ -20,7 +20,7 @@ import { rootIdentity, sameRoot, scanTree, statEntry, type LocalEntry, type Root
 import { IGNORE_FILE, type IgnoreRules } from './ignore-rules.js'
 import { DEFAULT_DELETE_LIMIT, HeldBack, describeLimit, overLimit, type DeleteLimit } from './safety.js'
 import { formatBytes, type SyncStats } from './stats.js'
-import { allIds, negotiate, readFileDigest, streamSpans, type NotReady, type PreparedFile, type Span } from './uploader.js'
+import { negotiate, readFileDigest, streamSpans, treeIds, type NotReady, type PreparedFile, type Span } from './uploader.js'
 
 /** Uploads read and negotiated ahead of the one being sent. */
 const PREPARE_AHEAD = 64
@@ -711,11 +711,15 @@ export class Syncer {
     // the scan's mtime, when the file still has it: the model outlives the scan, and keeps one copy
     const mtimeNs = id.mtimeNs === local.mtimeNs ? local.mtimeNs : id.mtimeNs
     this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs, size: id.size, contentKey: hashKey(tree.contentId) })
+    // Only these live until the reply, not the tree: a thousand commits can be waiting, long enough
+    // for what they hold to reach the old generation.
+    const learned = treeIds(tree)
+    const size = id.size
     const settled = reply.then((o) => {
       if (o.ok) {
-        for (const nodeId of allIds(tree)) this.opts.known.add(nodeId)
+        for (let at = 0; at < learned.length; at += HASH_BYTES) this.opts.known.add(learned.subarray(at, at + HASH_BYTES))
         this.opts.stats.files++
-        this.opts.stats.bytes += id.size
+        this.opts.stats.bytes += size
       } else if (o.code === 'SFM_ERR_MISSING') {
         for (const ref of refs) this.opts.known.forget(ref)
       }

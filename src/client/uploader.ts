@@ -5,7 +5,7 @@
 import { closeSync, constants as fsc, fstatSync, openSync, readSync } from 'node:fs'
 import { lstat, open, type FileHandle } from 'node:fs/promises'
 import { digestBuffer, digestFile, identityOf, sameIdentity, type FileIdentity } from '../digest.js'
-import { hash128, hashKey } from '../hash.js'
+import { HASH_BYTES, hash128, hashKey } from '../hash.js'
 import type { Ref } from '../protocol/messages.js'
 import type { ContentTree } from '../tree.js'
 import type { Connection, Outcome } from './connection.js'
@@ -275,10 +275,18 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
 }
 
-/** Every id of the tree, for remembering what the server has after a COMMIT succeeded. */
-export function* allIds(tree: ContentTree): Generator<Buffer> {
-  for (let l = 0; l < tree.levels.length; l++) {
-    const lv = tree.levels[l]!
-    for (let i = 0; i < lv.count; i++) if (l === 0 || lv.childCount[i] !== 1) yield tree.entryId(l, i)
+/**
+ * Every id of the tree, for remembering what the server has after a COMMIT succeeded: the leaves, and
+ * each node that is not merely its one child again, HASH_BYTES each.
+ */
+export function treeIds(tree: ContentTree): Buffer {
+  const levels = tree.levels
+  if (levels.length === 1) return levels[0]!.ids // a file of one chunk (or none): the ids are the tree
+  const out = Buffer.allocUnsafe(levels.reduce((n, lv) => n + lv.count, 0) * HASH_BYTES)
+  let at = 0
+  for (let l = 0; l < levels.length; l++) {
+    const lv = levels[l]!
+    for (let i = 0; i < lv.count; i++) if (l === 0 || lv.childCount[i] !== 1) at += lv.ids.copy(out, at, i * HASH_BYTES, (i + 1) * HASH_BYTES)
   }
+  return out.subarray(0, at)
 }
