@@ -210,18 +210,31 @@ export class Connection {
    * Sends a request and returns its reply promise. Waits for a free slot first, so the number of
    * requests in flight never exceeds the server's max_inflight [M-WELCOME-3].
    */
-  private async request<K extends Pending['kind']>(make: (id: number) => ClientMessage, kind: K, givenId?: number, onSent?: () => void): Promise<ResultOf<K>> {
-    await this.inflight.acquire()
-    this.check()
-    const id = givenId ?? this.nextId()
+  private request<K extends Pending['kind']>(make: (id: number) => ClientMessage, kind: K, givenId?: number, onSent?: () => void): Promise<ResultOf<K>> {
+    // With a slot free, one promise per request: a thousand can be waiting for their replies, long
+    // enough for what each holds to reach V8's old generation.
+    if (this.inflight.tryAcquire()) return this.sendRequest(make, kind, givenId, onSent)
+    return this.inflight.acquire().then(() => this.sendRequest(make, kind, givenId, onSent))
+  }
+
+  private sendRequest<K extends Pending['kind']>(make: (id: number) => ClientMessage, kind: K, givenId?: number, onSent?: () => void): Promise<ResultOf<K>> {
     return new Promise<ResultOf<K>>((resolve, reject) => {
+      this.check() // a throw here rejects the request
+      const id = givenId ?? this.nextId()
       const msg = make(id)
-      const count = msg.type === 'haveQuery' ? msg.hashes.length : 0
-      const entry = { kind, count, resolve, reject, entries: [] } as unknown as Pending
+      const entry = (
+        msg.type === 'haveQuery' ? { kind, count: msg.hashes.length, resolve, reject } : kind === 'list' ? { kind, entries: [], resolve, reject } : { kind, resolve, reject }
+      ) as Pending
       this.pending.set(id, entry)
       this.send(msg)
       onSent?.()
-    }).finally(() => this.inflight.release())
+    })
+  }
+
+  /** The reply to a request is complete: its slot is free (on the connection's end, all are). */
+  private settled(requestId: number): void {
+    this.pending.delete(requestId)
+    this.inflight.release()
   }
 
   /** An upload slot, taken in the order asked; COMMIT or ABORT gives it back. */
@@ -326,26 +339,26 @@ export class Connection {
       return
     }
     if (msg.type === 'error') {
-      this.pending.delete(msg.requestId)
+      this.settled(msg.requestId)
       const o: Outcome = { ok: false, code: errorName(msg.code), message: msg.message }
       if (p.kind === 'outcome') p.resolve(o)
       else p.reject(new ConnectionError(o.code, msg.message, true))
       return
     }
     if (p.kind === 'outcome' && msg.type === 'ok') {
-      this.pending.delete(msg.requestId)
+      this.settled(msg.requestId)
       p.resolve({ ok: true })
     } else if (p.kind === 'have' && msg.type === 'haveReply') {
       if (msg.have.length !== p.count) {
         this.act(this.machine.fail('SFM_ERR_MALFORMED', `HAVE_REPLY ${msg.requestId} answers ${msg.have.length} of ${p.count} hashes`)) // [M-HAVE-2]
         return
       }
-      this.pending.delete(msg.requestId)
+      this.settled(msg.requestId)
       p.resolve(msg.have)
     } else if (p.kind === 'list' && msg.type === 'listing') {
       for (const e of msg.entries) p.entries.push(e)
       if (msg.last) {
-        this.pending.delete(msg.requestId)
+        this.settled(msg.requestId)
         p.resolve(p.entries)
       }
     } else {

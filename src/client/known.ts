@@ -44,6 +44,11 @@ export class KnownContent {
     this.cache.set(hashKey(id), true)
   }
 
+  /** add() for an id already held as its hashKey: the cache shares the caller's string. */
+  addKey(key: string): void {
+    this.cache.set(key, true)
+  }
+
   forget(id: Uint8Array): void {
     this.cache.delete(hashKey(id))
   }

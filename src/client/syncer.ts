@@ -101,7 +101,9 @@ export class Syncer {
   private full = true
   private dirty = new Set<string>()
   private wake: (() => void) | null = null
-  private readonly acks = new Set<Promise<void>>()
+  // replies (and retries) still to come: drain() returns only once there are none
+  private awaited = 0
+  private allAnswered: (() => void) | null = null
   private readonly attempts = new Map<string, number>()
   // for recognising moves: the inode each path had when last seen, and recently deleted entries
   private readonly inoOf = new Map<string, bigint>()
@@ -194,14 +196,15 @@ export class Syncer {
         await this.pass(full, paths)
         continue
       }
-      if (this.acks.size === 0) return
+      if (this.awaited === 0) return
       // Wait for the replies, or for a new change: one slow reply (a long flush on the server) must
       // not hold up the next change, which the server may well apply meanwhile.
       await new Promise<void>((resolve) => {
         this.wake = resolve
-        void Promise.all([...this.acks]).then(() => resolve())
+        this.allAnswered = resolve
       })
       this.wake = null
+      this.allAnswered = null
     }
   }
 
@@ -710,26 +713,24 @@ export class Syncer {
     const reply = this.conn!.commit({ type: 'commit', uploadId, path, mode: local.mode, mtimeNs: id.mtimeNs, size: id.size, contentId: tree.contentId })
     // the scan's mtime, when the file still has it: the model outlives the scan, and keeps one copy
     const mtimeNs = id.mtimeNs === local.mtimeNs ? local.mtimeNs : id.mtimeNs
-    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs, size: id.size, contentKey: hashKey(tree.contentId) })
+    const contentKey = hashKey(tree.contentId)
+    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs, size: id.size, contentKey })
     // Only these live until the reply, not the tree: a thousand commits can be waiting, long enough
     // for what they hold to reach the old generation.
     const learned = treeIds(tree)
     const size = id.size
-    const settled = reply.then((o) => {
+    return this.track(reply, 'upload', path, undefined, (o) => {
       if (o.ok) {
-        for (let at = 0; at < learned.length; at += HASH_BYTES) this.opts.known.add(learned.subarray(at, at + HASH_BYTES))
+        // the content id is the last of the tree's ids: the cache shares the model's key for it
+        const last = learned.length - HASH_BYTES
+        for (let at = 0; at < last; at += HASH_BYTES) this.opts.known.add(learned.subarray(at, at + HASH_BYTES))
+        if (last >= 0) this.opts.known.addKey(contentKey)
         this.opts.stats.files++
         this.opts.stats.bytes += size
       } else if (o.code === 'SFM_ERR_MISSING') {
         for (const ref of refs) this.opts.known.forget(ref)
       }
-      return o
     })
-    this.track(settled, 'upload', path)
-    return settled.then(
-      (o) => o.ok,
-      () => false, // the connection ended: the next one reconciles
-    )
   }
 
   private sendChange(op: Exclude<Op, { kind: 'upload' }>): void {
@@ -773,18 +774,25 @@ export class Syncer {
     }
     this.opts.stats.changes++
     // a refused RENAME leaves `from` on the server: both ends need another look
-    this.track(conn.change(make), what, path, op.kind === 'rename' ? op.from : undefined)
+    void this.track(conn.change(make), what, path, op.kind === 'rename' ? op.from : undefined)
   }
 
-  /** Follows a reply: success is reported, failure puts the path (and `alsoPath`) back for another pass. */
-  private track(reply: Promise<Outcome>, what: string, path: string, alsoPath?: string): void {
-    const p = reply.then(
+  /**
+   * Follows a reply: `first` sees the outcome, then success is reported and failure puts the path (and
+   * `alsoPath`) back for another pass. Resolves with whether the change succeeded; false when the
+   * connection ended (the next connection reconciles everything).
+   */
+  private track(reply: Promise<Outcome>, what: string, path: string, alsoPath?: string, first?: (o: Outcome) => void): Promise<boolean> {
+    this.awaited++
+    return reply.then(
       (o) => {
+        first?.(o)
+        this.answered()
         if (o.ok) {
           this.attempts.delete(path)
           this.gaveUp.delete(path)
           this.opts.onApplied?.(what, path)
-          return
+          return true
         }
         this.opts.stats.failures++
         this.opts.log.warn(`server refused ${what} of ${path}: ${o.message}`, { code: o.code })
@@ -792,11 +800,17 @@ export class Syncer {
           this.remote.markUnknown(again)
           this.retryLater(again)
         }
+        return false
       },
-      () => {}, // the connection ended: the next connection reconciles everything
+      () => {
+        this.answered()
+        return false
+      },
     )
-    this.acks.add(p)
-    void p.finally(() => this.acks.delete(p))
+  }
+
+  private answered(): void {
+    if (--this.awaited === 0) this.allAnswered?.()
   }
 
   private retryLater(path: string): void {
@@ -820,14 +834,12 @@ export class Syncer {
       return
     }
     const delay = 50 * 2 ** n
+    this.awaited++ // keep `drain` (and so --once) waiting until the retry has run
     setTimeout(() => {
       this.dirty.add(path)
+      this.answered()
       this.wake?.()
     }, delay).unref()
-    // keep `drain` (and so --once) waiting until the retry has run
-    const wait = new Promise<void>((resolve) => setTimeout(resolve, delay + 1))
-    this.acks.add(wait)
-    void wait.finally(() => this.acks.delete(wait))
   }
 }
 

@@ -277,7 +277,8 @@ function sleep(ms: number): Promise<void> {
 
 /**
  * Every id of the tree, for remembering what the server has after a COMMIT succeeded: the leaves, and
- * each node that is not merely its one child again, HASH_BYTES each.
+ * each node that is not merely its one child again, HASH_BYTES each, level by level up to the content
+ * id, which comes last.
  */
 export function treeIds(tree: ContentTree): Buffer {
   const levels = tree.levels

@@ -7,11 +7,17 @@ export class Semaphore {
   constructor(private available: number) {}
 
   acquire(): Promise<void> {
+    if (this.tryAcquire()) return Promise.resolve()
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+
+  /** Takes a unit now if one is free and nobody is waiting; false otherwise (nothing taken). */
+  tryAcquire(): boolean {
     if (this.available > 0 && this.waiters.length === 0) {
       this.available--
-      return Promise.resolve()
+      return true
     }
-    return new Promise((resolve) => this.waiters.push(resolve))
+    return false
   }
 
   release(): void {
