@@ -148,6 +148,25 @@ t.test('CHUNKs and stage give a temporary file with the right content, mode, mti
   t.strictSame(readdirSync(m.tmpDir), [])
 })
 
+t.test('CHUNKs bigger than sfm cuts (another client may send up to 1 MiB) are written on the thread pool', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const data = bytes(3 * 600_000 + 5, 4)
+  const chunks = [0, 600_000, 1_200_000].map((at, i) => data.subarray(at, i === 2 ? data.length : at + 600_000))
+  const ids = chunks.map((c) => hash128(c))
+  const u = new Upload(nextId++, m, budget)
+  sendChunks(u, chunks.map((c, i) => ({ hash: ids[i]!, data: c })))
+  t.equal(budget.taken, data.length, 'each held against the budget while it is written')
+  const contentId = contentIdOf(Buffer.concat(ids), chunks.map((c) => c.length))
+  const s = await u.stage(commitMsg('big', data.length, contentId), true)
+  t.notOk(u.failed)
+  t.strictSame(readFileSync(s.tmpPath!), data)
+  checkBudget(t, budget)
+  await m.commitFile('big', s)
+  t.strictSame(readFileSync(join(root, 'big')), data)
+})
+
 t.test('staged for a file-system-wide flush, an upload is an unnamed file until it is linked into place', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
   const root = t.testdir()
   const m = await openMirror(t, { root })

@@ -26,9 +26,12 @@ const COPY_BLOCK_BYTES = 1 << 20
 const SMALL_COPY_BYTES = 256 << 10
 /**
  * CHUNK data from this size on is written on the thread pool, so that receiving and checking the next
- * chunks overlaps with the copy into the page cache; smaller writes are cheaper done at once.
+ * chunks overlaps with the copy into the page cache; smaller writes are cheaper done at once. sfm's own
+ * chunks (at most 128 KiB) are all written at once: handing each to the thread pool cost more than the
+ * copy it overlapped (8 new files of 96 MiB: 2.7-2.9 s against 3.2-3.6 s, sfmd CPU 2.3 s against 3.1 s).
+ * Chunks of up to MAX_CHUNK_BYTES from other clients still go to the pool.
  */
-const ASYNC_WRITE_BYTES = 16 << 10
+const ASYNC_WRITE_BYTES = 256 << 10
 /**
  * A big upload is flushed in the background every this many bytes, so that the flush before its
  * rename (for durability) has little left to write.
