@@ -64,6 +64,16 @@ t.test("the server's listing becomes the model: a file's content id is kept as i
   t.not(hashKey(other), hashKey(ID))
 })
 
+t.test('hasContentAt: a file at that path with exactly that content', async (t) => {
+  const tree = sample()
+  t.ok(tree.hasContentAt('a/x', hashKey(ID)))
+  t.notOk(tree.hasContentAt('a/x', hashKey(Buffer.alloc(16, 2))), 'other content')
+  t.notOk(tree.hasContentAt('a', hashKey(ID)), 'a directory')
+  t.notOk(tree.hasContentAt('nope', hashKey(ID)), 'nothing there')
+  tree.markUnknown('a/x')
+  t.notOk(tree.hasContentAt('a/x', hashKey(ID)), 'state unknown')
+})
+
 t.test('set replaces an entry in place', async (t) => {
   const tree = sample()
   tree.set(file('a/x', 99, 7n))

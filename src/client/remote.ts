@@ -52,6 +52,12 @@ export class RemoteTree {
     return this.entries.has(path)
   }
 
+  /** Whether the mirror's file at `path` has exactly this content (a content id's hashKey). */
+  hasContentAt(path: string, contentKey: string): boolean {
+    const e = this.entries.get(path)
+    return e?.kind === 'file' && e.contentKey === contentKey
+  }
+
   paths(): IterableIterator<string> {
     return this.entries.keys()
   }

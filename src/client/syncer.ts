@@ -604,8 +604,7 @@ export class Syncer {
       return
     }
     this.opts.stats.dataBytesSent += r.dataBytes
-    const remote = this.remote.get(path)
-    if (remote?.kind === 'file' && remote.contentKey === hashKey(r.contentId)) {
+    if (this.remote.hasContentAt(path, hashKey(r.contentId))) {
       // the same bytes as the mirror's (a touch): drop the upload, set the attributes
       conn.abort(uploadId)
       this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: r.identity.mtimeNs })
@@ -617,8 +616,7 @@ export class Syncer {
   private async prepare(path: string): Promise<Prepared | NotReady> {
     const file = await readFileDigest(join(this.opts.root, path))
     if (file.kind !== 'ready') return file
-    const r = this.remote.get(path)
-    if (r?.kind === 'file' && r.contentKey === hashKey(file.contentId)) return { kind: 'prepared', file, spans: [] } // same content
+    if (this.remote.hasContentAt(path, hashKey(file.contentId))) return { kind: 'prepared', file, spans: [] } // same content
     return { kind: 'prepared', file, spans: await negotiate(file.tree, this.conn!, this.opts.known) }
   }
 
@@ -633,19 +631,19 @@ export class Syncer {
     }
     const { file } = prep
     const id = file.identity
-    const remote = this.remote.get(path)
+    const contentKey = hashKey(file.contentId)
     // Same bytes as the mirror's: only the attributes differ (a touch, a chmod).
-    if (remote?.kind === 'file' && remote.contentKey === hashKey(file.contentId)) {
+    if (this.remote.hasContentAt(path, contentKey)) {
       this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
       return
     }
     // The same bytes under a name this pass deletes: a move the watcher did not pair (or a restart).
-    const movedFrom = deleting.get(hashKey(file.contentId))
+    const movedFrom = deleting.get(contentKey)
     if (movedFrom !== undefined && movedFrom !== path && !cancelled.has(movedFrom)) {
       const old = this.remote.get(movedFrom)
       if (old?.kind === 'file' && old.size === id.size) {
         cancelled.add(movedFrom)
-        deleting.delete(hashKey(file.contentId))
+        deleting.delete(contentKey)
         this.sendChange({ kind: 'rename', from: movedFrom, to: path })
         if (old.mtimeNs !== id.mtimeNs || old.mode !== appliedMode('file', local.mode)) {
           this.sendChange({ kind: 'setattr', path, mode: local.mode, mtimeNs: id.mtimeNs })
@@ -656,7 +654,7 @@ export class Syncer {
     let spans = prep.spans
     // Content an earlier upload of this pass is still sending: wait for it, then refer to it.
     const waits = spans.filter((s) => !s.ref && this.inflight.has(hashKey(s.id))).map((s) => this.inflight.get(hashKey(s.id))!)
-    const rootWait = this.inflight.get(hashKey(file.contentId))
+    const rootWait = this.inflight.get(contentKey)
     if (rootWait) waits.push(rootWait)
     if (waits.length > 0) {
       await Promise.all(waits)
@@ -665,7 +663,7 @@ export class Syncer {
     let settle!: (ok: boolean) => void
     const done = new Promise<boolean>((resolve) => (settle = resolve))
     const claimed: string[] = []
-    for (const key of [hashKey(file.contentId), ...spans.filter((s) => !s.ref).map((s) => hashKey(s.id))]) {
+    for (const key of [contentKey, ...spans.filter((s) => !s.ref).map((s) => hashKey(s.id))]) {
       if (!this.inflight.has(key)) {
         this.inflight.set(key, done)
         claimed.push(key)
