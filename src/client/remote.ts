@@ -26,7 +26,7 @@ export interface UnknownEntry {
 export type RemoteEntry = RemoteFile | DirEntry | SymlinkEntry | UnknownEntry
 
 /** The model's entry for an entry of the server's listing. */
-export function remoteEntryOf(e: ListEntry): RemoteEntry {
+function remoteEntryOf(e: ListEntry): RemoteEntry {
   if (e.kind !== 'file') return e
   return { kind: 'file', path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, size: e.size, contentKey: hashKey(e.contentId) }
 }
