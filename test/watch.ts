@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
+import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import { join } from 'node:path'
@@ -176,6 +177,30 @@ t.test('close() stops events', async t => {
   t.equal(w.batches.length, count, 'no report after close()')
   await w.watch.close()
   t.pass('close() twice is fine')
+})
+
+t.test('close() in the middle of a stream of events: nothing is reported after it', async t => {
+  // Reports are on their way all the time here, so close() often lands while one is between its root
+  // check and the caller: it must be dropped there too.
+  for (let round = 0; round < 8; round++) {
+    const root = t.testdir({})
+    const w = await record(t, root)
+    let written = 0
+    const writer = setInterval(() => fs.writeFileSync(join(root, `f${written++}`), 'x'), 2)
+    let busy = true
+    const occupy = () => void crypto.pbkdf2('x', 'y', 20_000, 16, 'sha256', () => busy && occupy())
+    for (let i = 0; i < 4; i++) occupy()
+    try {
+      await waitFor(() => w.batches.length >= 3 + round, 'a few reports')
+      await w.watch.close()
+      const count = w.batches.length
+      await sleep(150)
+      t.equal(w.batches.length, count, `round ${round}: no report after close()`)
+    } finally {
+      clearInterval(writer)
+      busy = false
+    }
+  }
 })
 
 t.test('ignores a top-level .sfm, not a/.sfm or .sfmx', async t => {

@@ -371,7 +371,8 @@ class Watch {
   private async deliver(paths: string[], inspect: string[]): Promise<void> {
     // Check the root before reporting: when it is removed, the same batch says that everything below it
     // was deleted, and a caller that believed it would empty the mirror.
-    if (!(await this.checkRoot())) return
+    // close() may have come while the root was looked at: nothing is reported after it.
+    if (!(await this.checkRoot()) || this.stopped) return
     if (paths.length > 0) report(this.onChange, paths)
     // On a chain of its own: reports need not wait for it.
     if (inspect.length > 0) this.inspecting = this.inspecting.then(() => (this.stopped ? undefined : this.inspect(inspect))).catch(err => this.failWith(err))
