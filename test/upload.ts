@@ -3,7 +3,7 @@
 // size and content id checked, and the budget of queued copies always given back (CHUNK data is
 // written at once, so it takes nothing from the budget).
 import t from 'tap'
-import { fstatSync, lstatSync, readFileSync, readSync, readdirSync, statSync, writeFileSync, truncateSync } from 'node:fs'
+import { fstatSync, lstatSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync, truncateSync } from 'node:fs'
 import { join } from 'node:path'
 import { digestBuffer, type Digest } from '../src/digest.js'
 import { nativeAvailable, setMtimeNs } from '../src/fs/native.js'
@@ -312,6 +312,44 @@ t.test('a REF can name content in the trash (deleted during the grace period)', 
   const s = await u.stage(commitMsg('b', a.size, a.contentId), false)
   t.strictSame(stagedBytes(s), data)
   await u.discard()
+  checkBudget(t, budget)
+})
+
+t.test('a REF whose first place leaves before its copy (trash expired, file removed behind the server) is copied from another place', async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root, trashTtlMs: 60_000 })
+  const budget = new CountingBudget()
+  const data = bytes(300_000, 14)
+  const a = await put(m, budget, 'a', data)
+  await put(m, budget, 'b', data)
+  await put(m, budget, 'c', data)
+  await m.delete('a') // its place, in the trash, is the first the index gives
+  t.equal(m.index.lookup(a.contentId).length, 3)
+
+  // The trash empties between the REFS and the copy: in sfmd the copies wait their turn behind others.
+  const u1 = new Upload(nextId++, m, budget)
+  u1.addRefs([{ hash: a.contentId, length: a.size }])
+  const expired = m.expireTrash(true)
+  const s1 = await u1.stage(commitMsg('d', a.size, a.contentId), false)
+  t.strictSame(stagedBytes(s1), data, 'copied from a file still in the mirror')
+  t.equal(await expired, 1)
+  await u1.discard()
+
+  // 'b' removed behind the server: its place is forgotten, and 'c' serves.
+  rmSync(join(root, 'b'))
+  const u2 = new Upload(nextId++, m, budget)
+  u2.addRefs([{ hash: a.contentId, length: a.size }])
+  const s2 = await u2.stage(commitMsg('e', a.size, a.contentId), false)
+  t.strictSame(stagedBytes(s2), data, 'copied from c')
+  await u2.discard()
+  t.strictSame(m.index.lookup(a.contentId).map((l) => m.absPathOf(l.file)), [join(root, 'c')], 'only c is left in the index')
+
+  // no place left at all: SFM_ERR_MISSING, as for content never seen
+  rmSync(join(root, 'c'))
+  const u3 = new Upload(nextId++, m, budget)
+  u3.addRefs([{ hash: a.contentId, length: a.size }])
+  t.equal(await stageCode(u3.stage(commitMsg('f', a.size, a.contentId), false)), 'SFM_ERR_MISSING')
+  await u3.discard()
   checkBudget(t, budget)
 })
 

@@ -145,31 +145,59 @@ export class Upload {
       })
       return
     }
-    const loc = this.mirror.index.lookup(ref.hash).find((l) => l.length === ref.length)
-    if (!loc) {
+    const place = this.findPlace(ref, new Set())
+    if (!place) {
       this.fail(new MirrorError('SFM_ERR_MISSING', `missing content ${ref.hash.toString('hex')}`)) // [M-REFS-2]
       return
     }
     // The new file's chunk list takes the source's chunks for that range, so its tree can be built.
-    const offsets = chunkOffsets(loc.file)
-    const first = findChunk(offsets, loc.offset)
-    const last = findChunk(offsets, loc.offset + loc.length)
-    if (first < 0 || last < 0) {
-      this.mirror.forgetStale(loc.file)
-      this.fail(new MirrorError('SFM_ERR_MISSING', `content ${ref.hash.toString('hex')} is not on chunk boundaries`))
-      return
-    }
-    this.recordRange(loc.file.manifest, first, last)
+    this.recordRange(place.file.manifest, place.first, place.last)
     this.budget.take(ref.length)
     this.copies = this.copies.then(async () => {
       try {
-        if (!this.failure) await this.copyFromMirror(loc.file, first, last, offset, ref.hash)
+        if (!this.failure) await this.copyFromPlaces(ref, place, offset)
       } catch (err) {
         this.fail(fromFsError(err, 'upload'))
       } finally {
         this.budget.give(ref.length)
       }
     })
+  }
+
+  /**
+   * The first place the index gives for `ref`, not in `tried`, whose range starts and ends on its
+   * file's chunk boundaries. A place that does not is stale, and its file is forgotten.
+   */
+  private findPlace(ref: Ref, tried: ReadonlySet<FileNode>): Place | null {
+    for (const loc of this.mirror.index.lookup(ref.hash)) {
+      if (loc.length !== ref.length || tried.has(loc.file)) continue
+      const offsets = chunkOffsets(loc.file)
+      const first = findChunk(offsets, loc.offset)
+      const last = findChunk(offsets, loc.offset + loc.length)
+      if (first >= 0 && last >= 0) return { file: loc.file, first, last }
+      this.mirror.forgetStale(loc.file)
+    }
+    return null
+  }
+
+  /**
+   * Copies `ref` to `dstOffset` from the first place that still has it. The place found when the REFS
+   * arrived may have left before its turn came: an old version expiring from the trash, a file removed
+   * or changed behind the server. Another place with the same id holds the same chunks, so the chunk
+   * list recorded from the first place stays right.
+   */
+  private async copyFromPlaces(ref: Ref, first: Place, dstOffset: number): Promise<void> {
+    const tried = new Set<FileNode>()
+    for (let place: Place | null = first; place !== null; place = this.findPlace(ref, tried)) {
+      tried.add(place.file)
+      try {
+        await this.copyFromMirror(place.file, place.first, place.last, dstOffset, ref.hash)
+        return
+      } catch (err) {
+        if (!(err instanceof MirrorError && err.code === 'SFM_ERR_MISSING')) throw err
+      }
+    }
+    throw new MirrorError('SFM_ERR_MISSING', `content ${ref.hash.toString('hex')} is gone`) // [M-REFS-2]
   }
 
   /**
@@ -181,11 +209,11 @@ export class Upload {
   private async copyFromMirror(file: FileNode, first: number, last: number, dstOffset: number, id: Buffer): Promise<void> {
     const abs = this.mirror.absPathOf(file)
     let src: number
+    if (abs === null) throw new MirrorError('SFM_ERR_MISSING', `content ${id.toString('hex')} is gone`)
     try {
-      if (abs === null) throw new Error('gone')
       src = openSync(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW)
     } catch {
-      throw new MirrorError('SFM_ERR_MISSING', `content ${id.toString('hex')} is gone`)
+      throw this.stale(file, id) // removed or replaced behind the server
     }
     try {
       const dst = this.handle()
@@ -358,6 +386,13 @@ export class Upload {
     }
     this.fd = null
   }
+}
+
+/** Where the index says some content is: chunks [first, last) of a mirror file. */
+interface Place {
+  file: FileNode
+  first: number
+  last: number
 }
 
 /** The index of the chunk that starts at `offset`, or -1 if no chunk starts there. */
