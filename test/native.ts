@@ -2,7 +2,9 @@ import fs from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import {
+  DIRECT_IO_ALIGN,
   copyFileRange,
+  copyThrough,
   linkUnnamedFile,
   nativeAvailable,
   nativeLoadError,
@@ -157,6 +159,32 @@ t.test('copyFileRange copies a range between files inside the kernel', async (t)
   await t.rejects(copyFileRange(999_999, 0, dst, 0, 1), { code: 'EBADF' })
 })
 
+t.test('copyThrough writes a range with O_DIRECT, reading the source from the cache or the disk', { skip }, async (t) => {
+  const dir = t.testdir()
+  const data = Buffer.from(Array.from({ length: (9 << 20) + 777 }, (_, i) => (i * 131 + (i >> 12)) & 0xff))
+  fs.writeFileSync(join(dir, 'src'), data)
+  const cached = fs.openSync(join(dir, 'src'), 'r')
+  // The source's own O_DIRECT makes the cached read refuse (RWF_NOWAIT at an unaligned offset), so
+  // the copy reads it the way it reads a source that is not in the page cache.
+  const uncached = fs.openSync(join(dir, 'src'), fs.constants.O_RDONLY | fs.constants.O_DIRECT)
+  const dst = fs.openSync(join(dir, 'dst'), 'w+')
+  t.teardown(() => [cached, uncached, dst].forEach((fd) => fs.closeSync(fd)))
+  const length = 8 << 20 // two of the addon's 4 MiB blocks
+  t.equal(await copyThrough(cached, 1000, dst, DIRECT_IO_ALIGN, length), length)
+  t.equal(await copyThrough(uncached, 3001, dst, DIRECT_IO_ALIGN + length, length), length)
+  const out = fs.readFileSync(join(dir, 'dst'))
+  t.equal(out.length, DIRECT_IO_ALIGN + 2 * length)
+  t.ok(out.subarray(0, DIRECT_IO_ALIGN).equals(Buffer.alloc(DIRECT_IO_ALIGN)), 'nothing before the offset asked')
+  t.ok(out.subarray(DIRECT_IO_ALIGN, DIRECT_IO_ALIGN + length).equals(data.subarray(1000, 1000 + length)), 'a cached source')
+  t.ok(out.subarray(DIRECT_IO_ALIGN + length).equals(data.subarray(3001, 3001 + length)), 'a source read with O_DIRECT')
+  for (const fd of [cached, uncached]) {
+    t.equal(await copyThrough(fd, data.length - 5000, dst, 0, length), DIRECT_IO_ALIGN, 'where the source ends: the whole blocks it had')
+  }
+  await t.rejects(copyThrough(cached, 0, dst, 100, DIRECT_IO_ALIGN), RangeError)
+  await t.rejects(copyThrough(cached, 0, dst, 0, 100), RangeError)
+  await t.rejects(copyThrough(999_999, 0, dst, 0, DIRECT_IO_ALIGN), { code: 'EBADF' })
+})
+
 t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
   const fallback = await t.mockImport<NativeModule>('../src/fs/native.js', {
     'node:module': {
@@ -209,4 +237,5 @@ t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
   t.equal(await fallback.copyFileRange(src, 5, dst, 3, (2 << 20) + 1), (2 << 20) + 1)
   t.ok(fs.readFileSync(join(dir, 'copy')).subarray(3).equals(Buffer.alloc((2 << 20) + 1, 9)))
   t.equal(await fallback.copyFileRange(src, (3 << 20) - 4, dst, 0, 100), 4)
+  t.equal(await fallback.copyThrough(src, 0, dst, 0, 1 << 20), null, 'no direct copies: the caller copies another way')
 })

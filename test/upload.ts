@@ -3,7 +3,8 @@
 // size and content id checked, and the budget of queued copies always given back (CHUNK data is
 // written at once, so it takes nothing from the budget).
 import t from 'tap'
-import { fstatSync, lstatSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync, truncateSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync, truncateSync } from 'node:fs'
 import { join } from 'node:path'
 import { digestBuffer, type Digest } from '../src/digest.js'
 import { nativeAvailable, setMtimeNs } from '../src/fs/native.js'
@@ -165,6 +166,62 @@ t.test('CHUNKs bigger than sfm cuts (another client may send up to 1 MiB) are wr
   checkBudget(t, budget)
   await m.commitFile('big', s)
   t.strictSame(readFileSync(join(root, 'big')), data)
+})
+
+/** Bytes of `path` in the page cache, by fincore(1) (util-linux); null where it cannot tell. */
+function cachedBytes(path: string): number | null {
+  try {
+    return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', path], { encoding: 'utf8' }).trim())
+  } catch {
+    return null
+  }
+}
+
+/** Whether files in `dir` can be opened with O_DIRECT (not on every file system). */
+function directIoWorks(dir: string): boolean {
+  const probe = join(dir, 'direct-probe')
+  try {
+    closeSync(openSync(probe, fsc.O_CREAT | fsc.O_WRONLY | fsc.O_DIRECT, 0o600))
+    return true
+  } catch {
+    return false
+  } finally {
+    rmSync(probe, { force: true })
+  }
+}
+
+t.test('a big REF range of an upload flushed before it is confirmed is written through to the disk, not the page cache', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const dataA = bytes((4 << 20) + 4321, 15)
+  const a = await put(m, budget, 'a', dataA)
+  const extra = bytes(1000, 16) // puts the copied range at an offset that is not a multiple of 4096
+  const u = new Upload(nextId++, m, budget, true)
+  u.addChunk({ type: 'chunk', uploadId: u.id, hash: hash128(extra), data: extra })
+  u.addRefs([{ hash: a.contentId, length: a.size }])
+  const want = Buffer.concat([extra, dataA])
+  const contentId = contentIdOf(Buffer.concat([hash128(extra), a.ids]), [extra.length, ...a.lengths])
+  const s = await u.stage(commitMsg('b', want.length, contentId), true)
+  t.notOk(u.failed)
+  const cached = cachedBytes(s.tmpPath!)
+  if (cached !== null && directIoWorks(root)) {
+    t.ok(cached <= 4 * 4096, `only the edges of the copied range are in the page cache: ${cached} of ${want.length} bytes`)
+  }
+  t.strictSame(stagedBytes(s), want)
+  await m.commitFile('b', s)
+  t.strictSame(readFileSync(join(root, 'b')), want)
+  checkBudget(t, budget)
+
+  // not flushed before it is confirmed (sfmd --no-fsync): copied through the page cache
+  const u2 = new Upload(nextId++, m, budget, false)
+  u2.addRefs([{ hash: a.contentId, length: a.size }])
+  const s2 = await u2.stage(commitMsg('c', a.size, a.contentId), false)
+  const cached2 = cachedBytes(s2.tmpPath ?? `/proc/${process.pid}/fd/${s2.fd}`) // an unnamed file: through its descriptor
+  if (cached2 !== null) t.ok(cached2 >= a.size, `all of it in the page cache: ${cached2} bytes`)
+  t.strictSame(stagedBytes(s2), dataA)
+  await u2.discard()
+  checkBudget(t, budget)
 })
 
 t.test('staged for a file-system-wide flush, an upload is an unnamed file until it is linked into place', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {

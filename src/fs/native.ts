@@ -1,4 +1,4 @@
-// Exact mtimes, whole-file-system sync, in-kernel copies and unnamed files through the optional addon
+// Exact mtimes, whole-file-system sync, in-kernel and direct copies and unnamed files through the optional addon
 // in src/native/, with portable fallbacks when it was not built (scripts/build-native.mjs says so at
 // install time).
 import fs from 'node:fs'
@@ -9,6 +9,7 @@ interface Binding {
   futimesNs(fd: number, sec: bigint, nsec: number): void
   syncfs(fd: number): Promise<void>
   copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
+  copyDirect(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
   openTmpfile(dir: string, mode: number): number
   linkFd(fd: number, path: string): void
 }
@@ -116,6 +117,37 @@ export const copyFileRange = async (fdIn: number, offIn: number, fdOut: number, 
     copied += n
   }
   return copied
+}
+
+/** copyThrough's destination offset and length are multiples of this. */
+export const DIRECT_IO_ALIGN = 4096
+
+/** Set once direct I/O was refused (no addon, no O_DIRECT on the file system): not tried again. */
+let directRefused = binding === undefined
+
+/**
+ * Copies a big range into a file that will be flushed before it counts anyway, with O_DIRECT: the
+ * bytes go to the disk without a second, dirty copy in the page cache, so nothing has to be flushed
+ * later and no memory has to be found for them (see copyDirect in src/native/). The source is read
+ * from the page cache where it is there, from the disk where it is not. `offOut` and `length` must
+ * be multiples of DIRECT_IO_ALIGN. Resolves with the bytes copied, a multiple of DIRECT_IO_ALIGN
+ * (fewer if the source ended), or null where direct I/O is not available: the caller copies
+ * another way, and later calls resolve null at once.
+ */
+export const copyThrough = async (fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number | null> => {
+  if (offOut % DIRECT_IO_ALIGN !== 0 || length % DIRECT_IO_ALIGN !== 0) {
+    throw new RangeError(`copyThrough: offOut ${offOut} and length ${length} must be multiples of ${DIRECT_IO_ALIGN}`)
+  }
+  if (directRefused) return null
+  try {
+    return await binding!.copyDirect(fdIn, offIn, fdOut, offOut, length)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    // EINVAL: no O_DIRECT on this file system (tmpfs); ENOENT: no /proc to reopen the file through
+    if (code !== 'EINVAL' && code !== 'ENOENT' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err
+    directRefused = true
+    return null
+  }
 }
 
 /** Set once the file system refused an unnamed file: from then on openUnnamedFile() does not try. */

@@ -1,5 +1,6 @@
 /* sfm_native owns the file-system calls Node 20 lacks: utimensat(2) and futimens(2) with a
- * full-precision mtime (atime left alone), syncfs(2), copy_file_range(2), and unnamed files
+ * full-precision mtime (atime left alone), syncfs(2), copy_file_range(2), copies written with
+ * O_DIRECT, and unnamed files
  * (open(2) with O_TMPFILE, then linkat(2) to give one a name). src/fs/native.ts is its only caller. */
 
 #define _GNU_SOURCE /* syncfs(2), O_TMPFILE, AT_EMPTY_PATH, strerrorname_np(3) */
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -330,6 +332,7 @@ typedef struct {
   int fd_in, fd_out;
   int64_t off_in, off_out, length, copied;
   int err;
+  const char *syscall; /* for the error message */
 } CopyJob;
 
 static void copy_execute(napi_env env, void *data) {
@@ -361,7 +364,7 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
     napi_create_double(env, (double)job->copied, &result);
     napi_resolve_deferred(env, job->deferred, result);
   } else {
-    result = make_errno_error(env, status != napi_ok ? EINTR : job->err, "copy_file_range", NULL);
+    result = make_errno_error(env, status != napi_ok ? EINTR : job->err, job->syscall, NULL);
     if (result == NULL) napi_get_and_clear_last_exception(env, &result);
     napi_reject_deferred(env, job->deferred, result);
   }
@@ -394,6 +397,7 @@ static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
     throw_errno(env, ENOMEM, "copy_file_range", NULL);
     return NULL;
   }
+  job->syscall = "copy_file_range";
   if (!get_fd(env, argv[0], &job->fd_in) || !get_offset(env, argv[1], &job->off_in) ||
       !get_fd(env, argv[2], &job->fd_out) || !get_offset(env, argv[3], &job->off_out) ||
       !get_offset(env, argv[4], &job->length)) {
@@ -401,6 +405,155 @@ static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return queue_job(env, "sfm:copy_file_range", copy_execute, copy_complete, job, &job->work, &job->deferred);
+}
+
+/* copyDirect is copy_file_range for a big range of a file that is flushed to disk before it is
+ * confirmed anyway: the bytes are written through a descriptor of its own opened with O_DIRECT on
+ * the destination's file, so they go to the disk without first becoming a second, dirty copy in the
+ * page cache (a backup host's memory stays with what is read, and no new page has to be found for
+ * each 4 KiB written). The source is read from the page cache where it is there (preadv2 with
+ * RWF_NOWAIT) and with O_DIRECT where it is not, so an uncached source does not fill the cache
+ * either. The destination offset and the length must be multiples of DIRECT_ALIGN. */
+#define DIRECT_ALIGN 4096
+#define DIRECT_BLOCK ((size_t)4 << 20)
+
+#ifdef __linux__
+/* Another open file description for the file open as `fd`, with O_DIRECT: flags set with fcntl(2)
+ * on `fd` itself would change them for every user of that description. */
+static int reopen_direct(int fd, int flags) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  return open(path, flags | O_DIRECT | O_CLOEXEC);
+}
+
+/* pread until `len` bytes or the end of the file; -1 with errno on failure. */
+static ssize_t pread_full(int fd, char *buf, size_t len, off_t off) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, buf + done, len - done, off + (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    if (n == 0) break;
+    done += (size_t)n;
+  }
+  return (ssize_t)done;
+}
+
+/* Reads `len` bytes at `off` of `fd` into `buf` (fewer only at the end of the file): what is cached
+ * from the cache, the rest of the block from the disk through `*direct` (opened on first use) and
+ * the aligned `bounce` buffer of DIRECT_BLOCK + 2 * DIRECT_ALIGN bytes. -1 with errno on failure. */
+static ssize_t read_source(int fd, int *direct, char *buf, size_t len, off_t off, char *bounce) {
+  size_t done = 0;
+  while (done < len) {
+    struct iovec iov = {buf + done, len - done};
+    ssize_t n = preadv2(fd, &iov, 1, off + (off_t)done, RWF_NOWAIT);
+    if (n > 0) {
+      done += (size_t)n;
+      continue;
+    }
+    if (n == 0) return (ssize_t)done; /* end of file */
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EOPNOTSUPP && errno != EINVAL) return -1;
+    break; /* not in the page cache (or no RWF_NOWAIT here) */
+  }
+  if (done == len) return (ssize_t)done;
+  off_t start = off + (off_t)done;
+  size_t rest = len - done;
+  off_t aligned = start & ~(off_t)(DIRECT_ALIGN - 1);
+  size_t skip = (size_t)(start - aligned);
+  size_t span = (skip + rest + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
+  if (*direct < 0) *direct = reopen_direct(fd, O_RDONLY);
+  ssize_t got = *direct < 0 ? -1 : pread_full(*direct, bounce, span, aligned);
+  if (got < 0) { /* no O_DIRECT for this source: through the cache after all */
+    got = pread_full(fd, buf + done, rest, start);
+    return got < 0 ? -1 : (ssize_t)done + got;
+  }
+  size_t have = (size_t)got > skip ? (size_t)got - skip : 0;
+  if (have > rest) have = rest;
+  memcpy(buf + done, bounce + skip, have);
+  return (ssize_t)(done + have);
+}
+
+static int pwrite_full(int fd, const char *buf, size_t len, off_t off) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, buf + done, len - done, off + (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    done += (size_t)n;
+  }
+  return 0;
+}
+#endif
+
+static void direct_execute(napi_env env, void *data) {
+  (void)env;
+  CopyJob *job = data;
+#ifdef __linux__
+  if (job->off_out % DIRECT_ALIGN != 0 || job->length % DIRECT_ALIGN != 0) {
+    job->err = EINVAL;
+    return;
+  }
+  int out = reopen_direct(job->fd_out, O_WRONLY);
+  if (out < 0) {
+    job->err = errno;
+    return;
+  }
+  int direct_in = -1;
+  void *buf = NULL, *bounce = NULL;
+  if (posix_memalign(&buf, DIRECT_ALIGN, DIRECT_BLOCK) != 0 ||
+      posix_memalign(&bounce, DIRECT_ALIGN, DIRECT_BLOCK + 2 * DIRECT_ALIGN) != 0) {
+    job->err = ENOMEM;
+  }
+  while (job->err == 0 && job->copied < job->length) {
+    size_t want = (size_t)(job->length - job->copied);
+    if (want > DIRECT_BLOCK) want = DIRECT_BLOCK;
+    ssize_t got = read_source(job->fd_in, &direct_in, buf, want, job->off_in + job->copied, bounce);
+    if (got < 0) {
+      job->err = errno;
+      break;
+    }
+    size_t whole = (size_t)got & ~(size_t)(DIRECT_ALIGN - 1);
+    if (whole > 0 && pwrite_full(out, buf, whole, job->off_out + job->copied) != 0) {
+      job->err = errno;
+      break;
+    }
+    job->copied += (int64_t)whole;
+    if ((size_t)got < want) break; /* the source ended: the caller sees a short count */
+  }
+  free(buf);
+  free(bounce);
+  if (direct_in >= 0) close(direct_in);
+  close(out);
+#else
+  job->err = ENOSYS;
+#endif
+}
+
+/* copyDirect(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes copied>, a multiple of 4096
+ * (fewer than asked means the source ended). Rejects with EINVAL where the file system refuses
+ * O_DIRECT, or when offOut or length is not a multiple of 4096. Both fds stay open until it settles. */
+static napi_value copy_direct_async(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "copyDirect(fdIn, offIn, fdOut, offOut, length)");
+    return NULL;
+  }
+  CopyJob *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    throw_errno(env, ENOMEM, "copy_direct", NULL);
+    return NULL;
+  }
+  job->syscall = "pwrite";
+  if (!get_fd(env, argv[0], &job->fd_in) || !get_offset(env, argv[1], &job->off_in) ||
+      !get_fd(env, argv[2], &job->fd_out) || !get_offset(env, argv[3], &job->off_out) ||
+      !get_offset(env, argv[4], &job->length)) {
+    free(job);
+    return NULL;
+  }
+  return queue_job(env, "sfm:copy_direct", direct_execute, copy_complete, job, &job->work, &job->deferred);
 }
 
 /* openTmpfile(dir: string, mode: number): number. A new regular file with no name, on the file system
@@ -479,6 +632,7 @@ NAPI_MODULE_INIT() {
       {"futimesNs", NULL, futimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfs", NULL, syncfs_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copyFileRange", NULL, copy_file_range_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copyDirect", NULL, copy_direct_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openTmpfile", NULL, open_tmpfile, NULL, NULL, NULL, napi_enumerable, NULL},
       {"linkFd", NULL, link_fd, NULL, NULL, NULL, napi_enumerable, NULL},
   };

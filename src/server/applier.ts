@@ -40,7 +40,8 @@ export class Applier {
 
   constructor(
     private readonly mirror: Mirror,
-    private readonly fsync: boolean,
+    /** Changes are flushed to disk before they are confirmed (sfmd without --no-fsync). */
+    readonly fsync: boolean,
     private readonly log: Logger,
   ) {}
 

@@ -197,7 +197,7 @@ export class Session {
       this.act(this.machine.fail('SFM_ERR_LIMIT', `more than ${this.deps.policy.maxOpenUploads} open uploads`)) // [M-WELCOME-3]
       return undefined
     }
-    const upload = new Upload(id, this.deps.mirror, this.budget)
+    const upload = new Upload(id, this.deps.mirror, this.budget, this.deps.applier.fsync)
     this.uploads.set(id, upload)
     this.outstanding.add(id)
     return upload

@@ -12,7 +12,7 @@
 import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, fsync, openSync, readSync, rmSync, write, writeSync } from 'node:fs'
 import { HASH_BYTES, hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
-import { copyFileRange, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
+import { DIRECT_IO_ALIGN, copyFileRange, copyThrough, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
 import type { Chunk, Commit, Ref } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
@@ -24,6 +24,14 @@ import { keepId } from '../util/id-slab.js'
 const COPY_BLOCK_BYTES = 1 << 20
 /** Ranges up to this size are copied with a read and a write on the main thread. */
 const SMALL_COPY_BYTES = 256 << 10
+/**
+ * Copied ranges whose aligned middle is this big or bigger are written through to the disk
+ * (copyThrough) when the upload is flushed before it is confirmed: that flush then has nothing left
+ * of them to write, and no page-cache memory is taken for them. Replacing a 1 GiB file after a
+ * 1-byte change: the copy and flush took 0.7-2.9 s here, most of it the kernel finding new pages;
+ * written through, 0.5-1.1 s.
+ */
+const WRITE_THROUGH_BYTES = 1 << 20
 /**
  * CHUNK data from this size on is written on the thread pool, so that receiving and checking the next
  * chunks overlaps with the copy into the page cache; smaller writes are cheaper done at once. sfm's own
@@ -66,10 +74,12 @@ export class Upload {
   private flushing: Promise<void> | null = null
   private failure: MirrorError | null = null
 
+  /** `writeThrough`: the upload is flushed to disk before it is confirmed (sfmd's default). */
   constructor(
     readonly id: number,
     private readonly mirror: Mirror,
     private readonly budget: WriteBudget,
+    private readonly writeThrough = false,
   ) {}
 
   get failed(): boolean {
@@ -222,9 +232,8 @@ export class Upload {
       const bytes = offsets[last]! - start
       const st = fstatSync(src, { bigint: true })
       if (st.ino === file.ino && Number(st.size) === file.size && st.mtimeNs === file.mtimeNs && st.ctimeNs === file.ctimeNs) {
-        const copied = bytes <= SMALL_COPY_BYTES ? copySync(src, start, dst, dstOffset, bytes) : await copyFileRange(src, start, dst, dstOffset, bytes)
+        const copied = bytes <= SMALL_COPY_BYTES ? this.copyWritten(src, start, dst, dstOffset, bytes) : await this.copyBig(src, start, dst, dstOffset, bytes)
         if (copied !== bytes) throw this.stale(file, id)
-        this.written(dst, bytes)
         return
       }
       const buf = Buffer.allocUnsafe(COPY_BLOCK_BYTES + (1 << 20)) // a block plus one chunk of any size
@@ -250,6 +259,35 @@ export class Upload {
     } finally {
       closeSync(src)
     }
+  }
+
+  /**
+   * A big range of an unchanged mirror file: its aligned middle written through to the disk where
+   * the upload will be flushed anyway (see WRITE_THROUGH_BYTES), the rest copied in the kernel.
+   * Returns the bytes copied.
+   */
+  private async copyBig(src: number, from: number, dst: number, to: number, length: number): Promise<number> {
+    const head = Math.min(length, (DIRECT_IO_ALIGN - (to % DIRECT_IO_ALIGN)) % DIRECT_IO_ALIGN)
+    const middle = length - head - ((length - head) % DIRECT_IO_ALIGN)
+    if (this.writeThrough && middle >= WRITE_THROUGH_BYTES) {
+      const through = await copyThrough(src, from + head, dst, to + head, middle)
+      if (through !== null) {
+        if (through < middle) return through // the source ended early: stale
+        const tail = length - head - middle
+        return this.copyWritten(src, from, dst, to, head) + through + this.copyWritten(src, from + head + middle, dst, to + head + middle, tail)
+      }
+    }
+    const copied = await copyFileRange(src, from, dst, to, length)
+    this.written(dst, copied)
+    return copied
+  }
+
+  /** copySync, counted for the background flush. */
+  private copyWritten(src: number, from: number, dst: number, to: number, length: number): number {
+    if (length === 0) return 0
+    const copied = copySync(src, from, dst, to, length)
+    this.written(dst, copied)
+    return copied
   }
 
   private stale(file: FileNode, id: Buffer): MirrorError {
