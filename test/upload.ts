@@ -376,7 +376,7 @@ t.test('a REF whose first place leaves before its copy (trash expired, file remo
   const root = t.testdir()
   const m = await openMirror(t, { root, trashTtlMs: 60_000 })
   const budget = new CountingBudget()
-  const data = bytes(300_000, 14)
+  const data = bytes(600_000, 14)
   const a = await put(m, budget, 'a', data)
   await put(m, budget, 'b', data)
   await put(m, budget, 'c', data)
@@ -384,9 +384,11 @@ t.test('a REF whose first place leaves before its copy (trash expired, file remo
   t.equal(m.index.lookup(a.contentId).length, 3)
 
   // The trash empties between the REFS and the copy: in sfmd the copies wait their turn behind others.
+  // One REF per chunk, in order: queued as one copy, then copied REF by REF from another place.
   const u1 = new Upload(nextId++, m, budget)
-  u1.addRefs([{ hash: a.contentId, length: a.size }])
+  u1.addRefs(chunksOf(data, a).map((c) => ({ hash: c.hash, length: c.data.length })))
   const expired = m.expireTrash(true)
+  t.ok(a.lengths.length > 3, `${a.lengths.length} chunks`)
   const s1 = await u1.stage(commitMsg('d', a.size, a.contentId), false)
   t.strictSame(stagedBytes(s1), data, 'copied from a file still in the mirror')
   t.equal(await expired, 1)

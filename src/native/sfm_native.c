@@ -415,7 +415,7 @@ static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
  * RWF_NOWAIT) and with O_DIRECT where it is not, so an uncached source does not fill the cache
  * either. The destination offset and the length must be multiples of DIRECT_ALIGN. */
 #define DIRECT_ALIGN 4096
-#define DIRECT_BLOCK ((size_t)4 << 20)
+#define DIRECT_BLOCK ((size_t)1 << 20)
 
 #ifdef __linux__
 /* Another open file description for the file open as `fd`, with O_DIRECT: flags set with fcntl(2)
@@ -441,7 +441,7 @@ static ssize_t pread_full(int fd, char *buf, size_t len, off_t off) {
 
 /* Reads `len` bytes at `off` of `fd` into `buf` (fewer only at the end of the file): what is cached
  * from the cache, the rest of the block from the disk through `*direct` (opened on first use) and
- * the aligned `bounce` buffer of DIRECT_BLOCK + 2 * DIRECT_ALIGN bytes. -1 with errno on failure. */
+ * the aligned `bounce` buffer, 2 * DIRECT_ALIGN bytes longer than `len`. -1 with errno on failure. */
 static ssize_t read_source(int fd, int *direct, char *buf, size_t len, off_t off, char *bounce) {
   size_t done = 0;
   while (done < len) {
@@ -474,6 +474,17 @@ static ssize_t read_source(int fd, int *direct, char *buf, size_t len, off_t off
   return (ssize_t)(done + have);
 }
 
+/* The aligned buffers of this thread of the pool, made on its first copy and kept: fresh pages for
+ * every copy cost more to fault in and zero than the copy itself. At most DIRECT_BLOCK * 2 per thread. */
+static int thread_buffers(char **buf, char **bounce) {
+  static __thread void *own_buf, *own_bounce;
+  if (own_buf == NULL && posix_memalign(&own_buf, DIRECT_ALIGN, DIRECT_BLOCK) != 0) own_buf = NULL;
+  if (own_bounce == NULL && posix_memalign(&own_bounce, DIRECT_ALIGN, DIRECT_BLOCK + 2 * DIRECT_ALIGN) != 0) own_bounce = NULL;
+  *buf = own_buf;
+  *bounce = own_bounce;
+  return own_buf != NULL && own_bounce != NULL;
+}
+
 static int pwrite_full(int fd, const char *buf, size_t len, off_t off) {
   size_t done = 0;
   while (done < len) {
@@ -500,11 +511,8 @@ static void direct_execute(napi_env env, void *data) {
     return;
   }
   int direct_in = -1;
-  void *buf = NULL, *bounce = NULL;
-  if (posix_memalign(&buf, DIRECT_ALIGN, DIRECT_BLOCK) != 0 ||
-      posix_memalign(&bounce, DIRECT_ALIGN, DIRECT_BLOCK + 2 * DIRECT_ALIGN) != 0) {
-    job->err = ENOMEM;
-  }
+  char *buf = NULL, *bounce = NULL;
+  if (!thread_buffers(&buf, &bounce)) job->err = ENOMEM;
   while (job->err == 0 && job->copied < job->length) {
     size_t want = (size_t)(job->length - job->copied);
     if (want > DIRECT_BLOCK) want = DIRECT_BLOCK;
@@ -521,8 +529,6 @@ static void direct_execute(napi_env env, void *data) {
     job->copied += (int64_t)whole;
     if ((size_t)got < want) break; /* the source ended: the caller sees a short count */
   }
-  free(buf);
-  free(bounce);
   if (direct_in >= 0) close(direct_in);
   close(out);
 #else

@@ -68,6 +68,8 @@ export class Upload {
   private readonly own = new Map<string, { offset: number; length: number }>()
   /** Copies from the mirror, one after another (each may open a file and take a while). */
   private copies: Promise<void> = Promise.resolve()
+  /** The last copy from the mirror queued, while it has not started. */
+  private queuedCopy: QueuedCopy | null = null
   /** Writes under way on the thread pool (positional: their order does not matter). */
   private readonly writes = new Set<Promise<void>>()
   private unflushed = 0
@@ -163,15 +165,59 @@ export class Upload {
     // The new file's chunk list takes the source's chunks for that range, so its tree can be built.
     this.recordRange(place.file.manifest, place.first, place.last)
     this.budget.take(ref.length)
+    // A REF that goes on where the queued copy stops, in the same file, makes that copy longer: a copied
+    // or grown file comes as one REF per ~2 MiB node, and one copy costs less than hundreds.
+    const last = this.queuedCopy
+    if (last && last.place.file === place.file && last.place.last === place.first && last.dstOffset + last.bytes === offset) {
+      last.place.last = place.last
+      last.bytes += ref.length
+      last.refs.push({ ref, offset })
+      return
+    }
+    const copy: QueuedCopy = { place, dstOffset: offset, bytes: ref.length, refs: [{ ref, offset }] }
+    this.queuedCopy = copy
     this.copies = this.copies.then(async () => {
+      if (this.queuedCopy === copy) this.queuedCopy = null // started: it grows no more
       try {
-        if (!this.failure) await this.copyFromPlaces(ref, place, offset)
+        if (!this.failure) await this.runCopy(copy)
       } catch (err) {
         this.fail(fromFsError(err, 'upload'))
       } finally {
-        this.budget.give(ref.length)
+        this.budget.give(copy.bytes)
       }
     })
+  }
+
+  /**
+   * Copies a queued range from its place. A place found when the REFS arrived may have left before its
+   * turn came: an old version expiring from the trash, a file removed or changed behind the server.
+   * Each REF is then copied from another place with its id, which holds the same chunks, so the chunk
+   * list recorded from the first place stays right.
+   */
+  private async runCopy(copy: QueuedCopy): Promise<void> {
+    const { file, first, last } = copy.place
+    try {
+      await this.copyFromMirror(file, first, last, copy.dstOffset, copy.refs[0]!.ref.hash)
+      return
+    } catch (err) {
+      if (!(err instanceof MirrorError && err.code === 'SFM_ERR_MISSING')) throw err
+    }
+    for (const { ref, offset } of copy.refs) await this.copyFromElsewhere(ref, offset, file)
+  }
+
+  /** Copies `ref` to `dstOffset` from the first place the index still has for it, other than `left`. */
+  private async copyFromElsewhere(ref: Ref, dstOffset: number, left: FileNode): Promise<void> {
+    const tried = new Set<FileNode>([left])
+    for (let place = this.findPlace(ref, tried); place !== null; place = this.findPlace(ref, tried)) {
+      tried.add(place.file)
+      try {
+        await this.copyFromMirror(place.file, place.first, place.last, dstOffset, ref.hash)
+        return
+      } catch (err) {
+        if (!(err instanceof MirrorError && err.code === 'SFM_ERR_MISSING')) throw err
+      }
+    }
+    throw new MirrorError('SFM_ERR_MISSING', `content ${ref.hash.toString('hex')} is gone`) // [M-REFS-2]
   }
 
   /**
@@ -188,26 +234,6 @@ export class Upload {
       this.mirror.forgetStale(loc.file)
     }
     return null
-  }
-
-  /**
-   * Copies `ref` to `dstOffset` from the first place that still has it. The place found when the REFS
-   * arrived may have left before its turn came: an old version expiring from the trash, a file removed
-   * or changed behind the server. Another place with the same id holds the same chunks, so the chunk
-   * list recorded from the first place stays right.
-   */
-  private async copyFromPlaces(ref: Ref, first: Place, dstOffset: number): Promise<void> {
-    const tried = new Set<FileNode>()
-    for (let place: Place | null = first; place !== null; place = this.findPlace(ref, tried)) {
-      tried.add(place.file)
-      try {
-        await this.copyFromMirror(place.file, place.first, place.last, dstOffset, ref.hash)
-        return
-      } catch (err) {
-        if (!(err instanceof MirrorError && err.code === 'SFM_ERR_MISSING')) throw err
-      }
-    }
-    throw new MirrorError('SFM_ERR_MISSING', `content ${ref.hash.toString('hex')} is gone`) // [M-REFS-2]
   }
 
   /**
@@ -431,6 +457,14 @@ interface Place {
   file: FileNode
   first: number
   last: number
+}
+
+/** REFS to consecutive chunks of one mirror file, to be copied to consecutive bytes of the upload. */
+interface QueuedCopy {
+  place: Place
+  dstOffset: number
+  bytes: number
+  refs: Array<{ ref: Ref; offset: number }>
 }
 
 /** The index of the chunk that starts at `offset`, or -1 if no chunk starts there. */
