@@ -2,7 +2,7 @@
 import t from 'tap'
 import { hash128 } from '../src/hash.js'
 import { ContentTree } from '../src/tree.js'
-import { Catalog, type FileNode } from '../src/server/store/catalog.js'
+import { Catalog, chunkOffsets, type FileNode } from '../src/server/store/catalog.js'
 import { ContentIndex, type Location } from '../src/server/store/content-index.js'
 
 function leafId(n: number): Buffer {
@@ -36,7 +36,12 @@ function leaves(from: number, count: number): Array<{ id: Buffer; length: number
   return Array.from({ length: count }, (_, i) => ({ id: leafId(from + i), length: 1000 + ((from + i) % 97) }))
 }
 
-const at = (locs: Location[]) => locs.map((l) => ({ file: l.file.name, offset: l.offset, length: l.length }))
+// Where each location is, in bytes of its file: what a copy reads.
+const at = (locs: Location[]) =>
+  locs.map((l) => {
+    const offsets = chunkOffsets(l.file)
+    return { file: l.file.name, offset: offsets[l.first]!, length: offsets[l.last]! - offsets[l.first]! }
+  })
 
 t.test('every node of a multi-chunk file is found at its offset and length', async (t) => {
   const catalog = new Catalog()

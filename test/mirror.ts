@@ -28,6 +28,7 @@ import { nativeAvailable, setMtimeNs } from '../src/fs/native.js'
 import { hash128 } from '../src/hash.js'
 import { silentLogger, type Logger } from '../src/log.js'
 import type { ListEntry } from '../src/protocol/messages.js'
+import { chunkOffsets } from '../src/server/store/catalog.js'
 import { Mirror, type MirrorOptions, type StagedFile } from '../src/server/mirror.js'
 import { MirrorError } from '../src/server/mirror-error.js'
 
@@ -110,7 +111,8 @@ function bytesFor(m: Mirror, id: Buffer): Buffer | null {
   const loc = m.index.lookup(id)[0]
   if (!loc) return null
   const abs = m.absPathOf(loc.file)
-  return abs === null ? null : readAt(abs, loc.offset, loc.length)
+  const offsets = chunkOffsets(loc.file)
+  return abs === null ? null : readAt(abs, offsets[loc.first]!, offsets[loc.last]! - offsets[loc.first]!)
 }
 
 function listingOf(m: Mirror): ListEntry[] {

@@ -220,18 +220,12 @@ export class Upload {
     throw new MirrorError('SFM_ERR_MISSING', `content ${ref.hash.toString('hex')} is gone`) // [M-REFS-2]
   }
 
-  /**
-   * The first place the index gives for `ref`, not in `tried`, whose range starts and ends on its
-   * file's chunk boundaries. A place that does not is stale, and its file is forgotten.
-   */
+  /** The first place the index gives for `ref` that is not in `tried`. */
   private findPlace(ref: Ref, tried: ReadonlySet<FileNode>): Place | null {
-    for (const loc of this.mirror.index.lookup(ref.hash)) {
-      if (loc.length !== ref.length || tried.has(loc.file)) continue
-      const offsets = chunkOffsets(loc.file)
-      const first = findChunk(offsets, loc.offset)
-      const last = findChunk(offsets, loc.offset + loc.length)
-      if (first >= 0 && last >= 0) return { file: loc.file, first, last }
-      this.mirror.forgetStale(loc.file)
+    for (const { file, first, last } of this.mirror.index.lookup(ref.hash)) {
+      if (tried.has(file)) continue
+      const offsets = chunkOffsets(file)
+      if (offsets[last]! - offsets[first]! === ref.length) return { file, first, last }
     }
     return null
   }
@@ -465,20 +459,6 @@ interface QueuedCopy {
   dstOffset: number
   bytes: number
   refs: Array<{ ref: Ref; offset: number }>
-}
-
-/** The index of the chunk that starts at `offset`, or -1 if no chunk starts there. */
-function findChunk(offsets: Float64Array, offset: number): number {
-  let lo = 0
-  let hi = offsets.length - 1
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1
-    const v = offsets[mid]!
-    if (v === offset) return mid
-    if (v < offset) lo = mid + 1
-    else hi = mid - 1
-  }
-  return -1
 }
 
 function writeAllSync(fd: number, data: Uint8Array, position: number): void {
