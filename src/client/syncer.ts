@@ -99,6 +99,8 @@ export class Syncer {
   private rootId: RootIdentity | null = null
   // what needs another look: everything (after connecting), or paths and what is below them
   private full = true
+  /** The scan of the whole folder for the next full pass, started before the listing came. */
+  private earlyScan: Promise<Map<string, LocalEntry>> | null = null
   private dirty = new Set<string>()
   private wake: (() => void) | null = null
   // replies (and retries) still to come: drain() returns only once there are none
@@ -162,6 +164,11 @@ export class Syncer {
     this.once = once
     this.opts.known.useMirror(conn.welcome.mirrorId)
     await this.opts.ignore?.reload()
+    // The first pass looks at the whole folder: that starts now, while the mirror's listing is on its way.
+    // It covers every change reported so far; those reported from now on get a pass of their own.
+    this.dirty = new Set()
+    this.earlyScan = this.scanAll()
+    this.earlyScan.catch(() => {}) // a failure surfaces in the pass that takes it
     this.remote = new RemoteTree(await conn.list())
     this.full = true
     const closed = conn.closed.then((err) => {
@@ -190,9 +197,11 @@ export class Syncer {
     for (;;) {
       if (this.full || this.dirty.size > 0) {
         const full = this.full
-        const paths = this.dirty
+        // A full pass covers every change reported before its scan; one scanned early (see run()) leaves
+        // those reported since in `dirty`.
+        const paths = full && this.earlyScan ? new Set<string>() : this.dirty
+        if (paths === this.dirty) this.dirty = new Set()
         this.full = false
-        this.dirty = new Set()
         await this.pass(full, paths)
         continue
       }
@@ -233,7 +242,8 @@ export class Syncer {
     const candidates = new Set<string>()
     let unreportedGone: string[] = []
     if (full) {
-      local = await scanTree(root, { onWarning: warn, isIgnored })
+      local = await (this.earlyScan ?? this.scanAll())
+      this.earlyScan = null
       for (const p of local.keys()) candidates.add(p)
       for (const p of this.remote.paths()) candidates.add(p)
     } else {
@@ -287,6 +297,14 @@ export class Syncer {
       this.opts.stats.plan(files, bytes)
     }
     return ops
+  }
+
+  /** Every entry of the folder, after checking that the folder is still the one we started with. */
+  private async scanAll(): Promise<Map<string, LocalEntry>> {
+    await this.checkRoot()
+    const rules = this.opts.ignore
+    const isIgnored = rules ? (p: string, isDir: boolean) => rules.ignores(p, isDir) : undefined
+    return scanTree(this.opts.root, { onWarning: (msg) => this.opts.log.warn(msg), isIgnored })
   }
 
   /**
