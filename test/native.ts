@@ -177,6 +177,9 @@ t.test('copyThrough writes a range with O_DIRECT, reading the source from the ca
   t.ok(out.subarray(0, DIRECT_IO_ALIGN).equals(Buffer.alloc(DIRECT_IO_ALIGN)), 'nothing before the offset asked')
   t.ok(out.subarray(DIRECT_IO_ALIGN, DIRECT_IO_ALIGN + length).equals(data.subarray(1000, 1000 + length)), 'a cached source')
   t.ok(out.subarray(DIRECT_IO_ALIGN + length).equals(data.subarray(3001, 3001 + length)), 'a source read with O_DIRECT')
+  // an aligned source: cloned where the file system shares blocks (XFS, Btrfs), written elsewhere
+  t.equal(await copyThrough(cached, 2 * DIRECT_IO_ALIGN, dst, 0, length), length)
+  t.ok(fs.readFileSync(join(dir, 'dst')).subarray(0, length).equals(data.subarray(2 * DIRECT_IO_ALIGN, 2 * DIRECT_IO_ALIGN + length)), 'an aligned source')
   for (const fd of [cached, uncached]) {
     t.equal(await copyThrough(fd, data.length - 5000, dst, 0, length), DIRECT_IO_ALIGN, 'where the source ends: the whole blocks it had')
   }

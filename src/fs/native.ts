@@ -10,6 +10,7 @@ interface Binding {
   syncfs(fd: number): Promise<void>
   copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
   copyDirect(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
+  cloneRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
   openTmpfile(dir: string, mode: number): number
   linkFd(fd: number, path: string): void
 }
@@ -124,12 +125,16 @@ export const DIRECT_IO_ALIGN = 4096
 
 /** Set once direct I/O was refused (no addon, no O_DIRECT on the file system): not tried again. */
 let directRefused = binding === undefined
+/** Set once the file system refused to clone (ext4, tmpfs): not tried again. */
+let cloneRefused = binding === undefined
 
 /**
- * Copies a big range into a file that will be flushed before it counts anyway, with O_DIRECT: the
- * bytes go to the disk without a second, dirty copy in the page cache, so nothing has to be flushed
- * later and no memory has to be found for them (see copyDirect in src/native/). The source is read
- * from the page cache where it is there, from the disk where it is not. `offOut` and `length` must
+ * Copies a big range into a file that will be flushed before it counts anyway. Where the file system
+ * shares blocks between files (XFS, Btrfs) and the source offset is aligned too, the range is cloned:
+ * nothing is written. Otherwise it is written with O_DIRECT: the bytes go to the disk without a
+ * second, dirty copy in the page cache, so nothing has to be flushed later and no memory has to be
+ * found for them (see copyDirect in src/native/). The source is read from the page cache where it is
+ * there, from the disk where it is not. `offOut` and `length` must
  * be multiples of DIRECT_IO_ALIGN. Resolves with the bytes copied, a multiple of DIRECT_IO_ALIGN
  * (fewer if the source ended), or null where direct I/O is not available: the caller copies
  * another way, and later calls resolve null at once.
@@ -137,6 +142,17 @@ let directRefused = binding === undefined
 export const copyThrough = async (fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number | null> => {
   if (offOut % DIRECT_IO_ALIGN !== 0 || length % DIRECT_IO_ALIGN !== 0) {
     throw new RangeError(`copyThrough: offOut ${offOut} and length ${length} must be multiples of ${DIRECT_IO_ALIGN}`)
+  }
+  if (!cloneRefused && offIn % DIRECT_IO_ALIGN === 0) {
+    try {
+      return await binding!.cloneRange(fdIn, offIn, fdOut, offOut, length)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      // ENOTSUP: no shared blocks here (ext4); EXDEV: two file systems. EINVAL (blocks bigger than
+      // 4 KiB, a range past the source's end): this range is copied instead.
+      if (code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'ENOTTY') cloneRefused = true
+      else if (code !== 'EINVAL') throw err
+    }
   }
   if (directRefused) return null
   try {

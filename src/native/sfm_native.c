@@ -1,6 +1,6 @@
 /* sfm_native owns the file-system calls Node 20 lacks: utimensat(2) and futimens(2) with a
  * full-precision mtime (atime left alone), syncfs(2), copy_file_range(2), copies written with
- * O_DIRECT, and unnamed files
+ * O_DIRECT, cloned ranges (FICLONERANGE), and unnamed files
  * (open(2) with O_TMPFILE, then linkat(2) to give one a name). src/fs/native.ts is its only caller. */
 
 #define _GNU_SOURCE /* syncfs(2), O_TMPFILE, AT_EMPTY_PATH, strerrorname_np(3) */
@@ -15,11 +15,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <node_api.h>
+
+#ifdef __linux__
+#include <linux/fs.h> /* FICLONERANGE */
+#endif
 
 /* Any failed napi_* call means a programming error or a pending exception: bail out and let the
  * pending exception (if any) reach JS. */
@@ -536,6 +541,50 @@ static void direct_execute(napi_env env, void *data) {
 #endif
 }
 
+/* cloneRange shares the source's blocks with the destination where the file system can (XFS, Btrfs):
+ * nothing is copied or written but metadata. Offsets and length must be multiples of the file
+ * system's block size. Elsewhere (ext4, tmpfs) it fails at once with EOPNOTSUPP, EXDEV or EINVAL. */
+static void clone_execute(napi_env env, void *data) {
+  (void)env;
+  CopyJob *job = data;
+#if defined(__linux__) && defined(FICLONERANGE)
+  struct file_clone_range range = {
+      .src_fd = job->fd_in,
+      .src_offset = (uint64_t)job->off_in,
+      .src_length = (uint64_t)job->length,
+      .dest_offset = (uint64_t)job->off_out,
+  };
+  if (ioctl(job->fd_out, FICLONERANGE, &range) == 0) job->copied = job->length;
+  else job->err = errno;
+#else
+  job->err = EOPNOTSUPP;
+#endif
+}
+
+/* cloneRange(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes cloned>, always `length`. */
+static napi_value clone_range_async(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "cloneRange(fdIn, offIn, fdOut, offOut, length)");
+    return NULL;
+  }
+  CopyJob *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    throw_errno(env, ENOMEM, "ioctl", NULL);
+    return NULL;
+  }
+  job->syscall = "ioctl";
+  if (!get_fd(env, argv[0], &job->fd_in) || !get_offset(env, argv[1], &job->off_in) ||
+      !get_fd(env, argv[2], &job->fd_out) || !get_offset(env, argv[3], &job->off_out) ||
+      !get_offset(env, argv[4], &job->length)) {
+    free(job);
+    return NULL;
+  }
+  return queue_job(env, "sfm:clone_range", clone_execute, copy_complete, job, &job->work, &job->deferred);
+}
+
 /* copyDirect(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes copied>, a multiple of 4096
  * (fewer than asked means the source ended). Rejects with EINVAL where the file system refuses
  * O_DIRECT, or when offOut or length is not a multiple of 4096. Both fds stay open until it settles. */
@@ -639,6 +688,7 @@ NAPI_MODULE_INIT() {
       {"syncfs", NULL, syncfs_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copyFileRange", NULL, copy_file_range_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copyDirect", NULL, copy_direct_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"cloneRange", NULL, clone_range_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openTmpfile", NULL, open_tmpfile, NULL, NULL, NULL, napi_enumerable, NULL},
       {"linkFd", NULL, link_fd, NULL, NULL, NULL, napi_enumerable, NULL},
   };
