@@ -1,6 +1,6 @@
-// Exact mtimes, whole-file-system sync, in-kernel and direct copies and unnamed files through the optional addon
-// in src/native/, with portable fallbacks when it was not built (scripts/build-native.mjs says so at
-// install time).
+// Exact mtimes, whole-file-system sync, in-kernel, cloned and direct copies, and unnamed files through
+// the optional addon in src/native/, with portable fallbacks when it was not built
+// (scripts/build-native.mjs says so at install time).
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
 
@@ -134,10 +134,9 @@ let cloneRefused = binding === undefined
  * nothing is written. Otherwise it is written with O_DIRECT: the bytes go to the disk without a
  * second, dirty copy in the page cache, so nothing has to be flushed later and no memory has to be
  * found for them (see copyDirect in src/native/). The source is read from the page cache where it is
- * there, from the disk where it is not. `offOut` and `length` must
- * be multiples of DIRECT_IO_ALIGN. Resolves with the bytes copied, a multiple of DIRECT_IO_ALIGN
- * (fewer if the source ended), or null where direct I/O is not available: the caller copies
- * another way, and later calls resolve null at once.
+ * there, from the disk where it is not. `offOut` and `length` must be multiples of DIRECT_IO_ALIGN.
+ * Resolves with the bytes copied, a multiple of DIRECT_IO_ALIGN (fewer if the source ended), or null
+ * where neither is available: the caller copies another way, and later calls resolve null at once.
  */
 export const copyThrough = async (fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number | null> => {
   if (offOut % DIRECT_IO_ALIGN !== 0 || length % DIRECT_IO_ALIGN !== 0) {
