@@ -387,29 +387,37 @@ static int get_offset(napi_env env, napi_value value, int64_t *out) {
   return 1;
 }
 
-/* copyFileRange(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes copied>. Both fds stay
- * open until the promise settles. Fewer bytes than asked means the source ended. */
-static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
+/* Parses (fdIn, offIn, fdOut, offOut, length) into a CopyJob and queues `execute` on the thread pool;
+ * the promise settles with the bytes copied (copy_complete). `usage` names the JS call in errors. */
+static napi_value queue_copy(napi_env env, napi_callback_info info, const char *usage, const char *syscall,
+                             const char *label, napi_async_execute_callback execute) {
   size_t argc = 5;
   napi_value argv[5];
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 5) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "copyFileRange(fdIn, offIn, fdOut, offOut, length)");
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", usage);
     return NULL;
   }
   CopyJob *job = calloc(1, sizeof *job);
   if (job == NULL) {
-    throw_errno(env, ENOMEM, "copy_file_range", NULL);
+    throw_errno(env, ENOMEM, syscall, NULL);
     return NULL;
   }
-  job->syscall = "copy_file_range";
+  job->syscall = syscall;
   if (!get_fd(env, argv[0], &job->fd_in) || !get_offset(env, argv[1], &job->off_in) ||
       !get_fd(env, argv[2], &job->fd_out) || !get_offset(env, argv[3], &job->off_out) ||
       !get_offset(env, argv[4], &job->length)) {
     free(job);
     return NULL;
   }
-  return queue_job(env, "sfm:copy_file_range", copy_execute, copy_complete, job, &job->work, &job->deferred);
+  return queue_job(env, label, execute, copy_complete, job, &job->work, &job->deferred);
+}
+
+/* copyFileRange(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes copied>. Both fds stay
+ * open until the promise settles. Fewer bytes than asked means the source ended. */
+static napi_value copy_file_range_async(napi_env env, napi_callback_info info) {
+  return queue_copy(env, info, "copyFileRange(fdIn, offIn, fdOut, offOut, length)", "copy_file_range",
+                    "sfm:copy_file_range", copy_execute);
 }
 
 /* copyDirect is copy_file_range for a big range of a file that is flushed to disk before it is
@@ -563,52 +571,16 @@ static void clone_execute(napi_env env, void *data) {
 
 /* cloneRange(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes cloned>, always `length`. */
 static napi_value clone_range_async(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "cloneRange(fdIn, offIn, fdOut, offOut, length)");
-    return NULL;
-  }
-  CopyJob *job = calloc(1, sizeof *job);
-  if (job == NULL) {
-    throw_errno(env, ENOMEM, "ioctl", NULL);
-    return NULL;
-  }
-  job->syscall = "ioctl";
-  if (!get_fd(env, argv[0], &job->fd_in) || !get_offset(env, argv[1], &job->off_in) ||
-      !get_fd(env, argv[2], &job->fd_out) || !get_offset(env, argv[3], &job->off_out) ||
-      !get_offset(env, argv[4], &job->length)) {
-    free(job);
-    return NULL;
-  }
-  return queue_job(env, "sfm:clone_range", clone_execute, copy_complete, job, &job->work, &job->deferred);
+  return queue_copy(env, info, "cloneRange(fdIn, offIn, fdOut, offOut, length)", "ioctl", "sfm:clone_range",
+                    clone_execute);
 }
 
 /* copyDirect(fdIn, offIn, fdOut, offOut, length): Promise<number of bytes copied>, a multiple of 4096
  * (fewer than asked means the source ended). Rejects with EINVAL where the file system refuses
  * O_DIRECT, or when offOut or length is not a multiple of 4096. Both fds stay open until it settles. */
 static napi_value copy_direct_async(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "copyDirect(fdIn, offIn, fdOut, offOut, length)");
-    return NULL;
-  }
-  CopyJob *job = calloc(1, sizeof *job);
-  if (job == NULL) {
-    throw_errno(env, ENOMEM, "copy_direct", NULL);
-    return NULL;
-  }
-  job->syscall = "pwrite";
-  if (!get_fd(env, argv[0], &job->fd_in) || !get_offset(env, argv[1], &job->off_in) ||
-      !get_fd(env, argv[2], &job->fd_out) || !get_offset(env, argv[3], &job->off_out) ||
-      !get_offset(env, argv[4], &job->length)) {
-    free(job);
-    return NULL;
-  }
-  return queue_job(env, "sfm:copy_direct", direct_execute, copy_complete, job, &job->work, &job->deferred);
+  return queue_copy(env, info, "copyDirect(fdIn, offIn, fdOut, offOut, length)", "pwrite", "sfm:copy_direct",
+                    direct_execute);
 }
 
 /* openTmpfile(dir: string, mode: number): number. A new regular file with no name, on the file system

@@ -196,12 +196,7 @@ export class Upload {
    */
   private async runCopy(copy: QueuedCopy): Promise<void> {
     const { file, first, last } = copy.place
-    try {
-      await this.copyFromMirror(file, first, last, copy.dstOffset, copy.refs[0]!.ref.hash)
-      return
-    } catch (err) {
-      if (!(err instanceof MirrorError && err.code === 'SFM_ERR_MISSING')) throw err
-    }
+    if (await this.copiedFrom(file, first, last, copy.dstOffset, copy.refs[0]!.ref.hash)) return
     for (const { ref, offset } of copy.refs) await this.copyFromElsewhere(ref, offset, file)
   }
 
@@ -210,14 +205,20 @@ export class Upload {
     const tried = new Set<FileNode>([left])
     for (let place = this.findPlace(ref, tried); place !== null; place = this.findPlace(ref, tried)) {
       tried.add(place.file)
-      try {
-        await this.copyFromMirror(place.file, place.first, place.last, dstOffset, ref.hash)
-        return
-      } catch (err) {
-        if (!(err instanceof MirrorError && err.code === 'SFM_ERR_MISSING')) throw err
-      }
+      if (await this.copiedFrom(place.file, place.first, place.last, dstOffset, ref.hash)) return
     }
     throw new MirrorError('SFM_ERR_MISSING', `content ${ref.hash.toString('hex')} is gone`) // [M-REFS-2]
+  }
+
+  /** copyFromMirror, false when that place no longer has the content (SFM_ERR_MISSING). */
+  private async copiedFrom(file: FileNode, first: number, last: number, dstOffset: number, id: Buffer): Promise<boolean> {
+    try {
+      await this.copyFromMirror(file, first, last, dstOffset, id)
+      return true
+    } catch (err) {
+      if (err instanceof MirrorError && err.code === 'SFM_ERR_MISSING') return false
+      throw err
+    }
   }
 
   /** The first place the index gives for `ref` that is not in `tried`. */
