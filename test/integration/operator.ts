@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { mirrorDifference, startClient, startServer, syncOnce, waitForMirror } from '../helpers/procs.js'
+import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror } from '../helpers/procs.js'
 
 const MiB = 1 << 20
 
@@ -75,7 +75,12 @@ t.test('SIGUSR1 prints the statistics so far; --poll works without the watcher',
   writeFileSync(join(src, 'b'), 'found by the next rescan')
   await waitForMirror(src, mirror, 10_000)
   const before = client.stdout().length
-  client.kill('SIGUSR1')
-  await client.waitForOutput(/synced 2 file\(s\)/)
+  // The mirror shows b a moment before the client has the server's confirmation, which is what the
+  // statistics count: ask again until they include it (at most 10 s).
+  const deadline = Date.now() + 10_000
+  for (let asked = 0; asked < 30 && !/synced 2 file\(s\)/.test(client.stdout().slice(before)) && Date.now() < deadline; asked++) {
+    client.kill('SIGUSR1')
+    await sleep(300)
+  }
   t.match(client.stdout().slice(before), /synced 2 file\(s\) \(\d+ B\).*sent .* on the wire, saved .* by dedup/)
 })
