@@ -1,0 +1,51 @@
+// The heap's growth between major GCs (src/util/heap-growth.ts), in real node processes: a small live
+// heap gets room for tens of MiB of promoted garbage, so the same work runs fewer major GCs; a growth
+// given to node itself is left alone.
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { growthPercent } from '../src/util/heap-growth.js'
+
+const MiB = 1 << 20
+const HEAP_GROWTH_JS = fileURLToPath(new URL('../dist/util/heap-growth.js', import.meta.url))
+
+t.test('the heap may grow to 64 MiB, or by half of what is live when that is more', async (t) => {
+  t.equal(growthPercent(4 * MiB), 300, 'at most four times a tiny heap')
+  t.equal(growthPercent(16 * MiB), 300)
+  t.equal(growthPercent(20 * MiB), 220)
+  t.equal(growthPercent(32 * MiB), 100)
+  t.equal(growthPercent(40 * MiB), 60)
+  t.equal(growthPercent(64 * MiB), 50)
+  t.equal(growthPercent(500 * MiB), 50, 'never less than half')
+  t.equal(growthPercent(0), 300)
+})
+
+/** Counts the major GCs of a node process that promotes short-lived objects over a small live heap. */
+function majorGcs(dir: string, nodeArgs: string[], follow: boolean): number {
+  const script = join(dir, 'probe.mjs')
+  writeFileSync(
+    script,
+    `import { PerformanceObserver, constants } from 'node:perf_hooks'
+if (${follow}) (await import(${JSON.stringify(HEAP_GROWTH_JS)})).followHeapGrowth()
+let majors = 0
+new PerformanceObserver((l) => { for (const e of l.getEntries()) if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++ }).observe({ entryTypes: ['gc'] })
+const live = Array.from({ length: 20000 }, (_, i) => ({ i, s: 'x' + i }))
+const ring = new Array(200000) // each object outlives a few scavenges, then dies
+for (let i = 0; i < 3000000; i++) ring[i % ring.length] = { i, a: [i, i + 1] }
+await new Promise((resolve) => setTimeout(resolve, 50))
+console.log(majors + live.length * 0)
+`,
+  )
+  return Number(execFileSync(process.execPath, [...nodeArgs, script], { encoding: 'utf8', timeout: 30_000 }).trim())
+}
+
+t.test('a node process that follows its live heap runs fewer major GCs than one held to half of it', async (t) => {
+  const dir = t.testdir()
+  const half = majorGcs(dir, ['--heap-growing-percent=50'], false)
+  const followed = majorGcs(dir, [], true)
+  t.ok(followed < half, `${followed} major GCs against ${half}`)
+  const own = majorGcs(dir, ['--heap-growing-percent=50'], true)
+  t.ok(own > followed, `node's own --heap-growing-percent wins: ${own} major GCs`)
+})
