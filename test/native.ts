@@ -1,8 +1,10 @@
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import {
   DIRECT_IO_ALIGN,
+  alignedBuffer,
   copyFileRange,
   copyThrough,
   linkUnnamedFile,
@@ -14,6 +16,7 @@ import {
   splitNs,
   syncFileSystem,
   toLibuvTime,
+  writeThroughAt,
 } from '../src/fs/native.js'
 
 type NativeModule = typeof import('../src/fs/native.js')
@@ -188,6 +191,32 @@ t.test('copyThrough writes a range with O_DIRECT, reading the source from the ca
   await t.rejects(copyThrough(999_999, 0, dst, 0, DIRECT_IO_ALIGN), { code: 'EBADF' })
 })
 
+t.test('writeThroughAt writes an aligned buffer with O_DIRECT, past the page cache', { skip }, async (t) => {
+  const dir = t.testdir()
+  const length = 3 << 20
+  const buf = alignedBuffer(length + 100)!
+  t.equal(buf.length, length + 100)
+  for (let i = 0; i < buf.length; i++) buf[i] = (i * 7 + (i >> 13)) & 0xff
+  const dst = fs.openSync(join(dir, 'dst'), 'w+')
+  t.teardown(() => fs.closeSync(dst))
+  t.equal(await writeThroughAt(dst, buf, length, DIRECT_IO_ALIGN), true)
+  let cached: number | null = null
+  try {
+    cached = Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', join(dir, 'dst')], { encoding: 'utf8' }).trim())
+  } catch {
+    // no fincore(1) here: the bytes are still checked
+  }
+  if (cached !== null) t.equal(cached, 0, 'nothing of it in the page cache')
+  const out = fs.readFileSync(join(dir, 'dst'))
+  t.equal(out.length, DIRECT_IO_ALIGN + length)
+  t.ok(out.subarray(0, DIRECT_IO_ALIGN).equals(Buffer.alloc(DIRECT_IO_ALIGN)), 'nothing before the offset asked')
+  t.ok(out.subarray(DIRECT_IO_ALIGN).equals(buf.subarray(0, length)), 'the bytes asked, at the offset asked')
+  await t.rejects(writeThroughAt(dst, buf, length, 100), RangeError)
+  await t.rejects(writeThroughAt(dst, buf, 100, 0), RangeError)
+  await t.rejects(writeThroughAt(999_999, buf, DIRECT_IO_ALIGN, 0), { code: 'EBADF' })
+  t.equal(await writeThroughAt(dst, buf, DIRECT_IO_ALIGN, 0), true, 'still available after a bad descriptor')
+})
+
 t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
   const fallback = await t.mockImport<NativeModule>('../src/fs/native.js', {
     'node:module': {
@@ -241,4 +270,7 @@ t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
   t.ok(fs.readFileSync(join(dir, 'copy')).subarray(3).equals(Buffer.alloc((2 << 20) + 1, 9)))
   t.equal(await fallback.copyFileRange(src, (3 << 20) - 4, dst, 0, 100), 4)
   t.equal(await fallback.copyThrough(src, 0, dst, 0, 1 << 20), null, 'no direct copies: the caller copies another way')
+  t.equal(fallback.directWritesAvailable(), false)
+  t.equal(fallback.alignedBuffer(DIRECT_IO_ALIGN), null, 'no aligned memory without the addon')
+  t.equal(await fallback.writeThroughAt(dst, Buffer.alloc(DIRECT_IO_ALIGN), DIRECT_IO_ALIGN, 0), false, 'no direct writes: the caller writes another way')
 })

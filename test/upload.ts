@@ -224,6 +224,52 @@ t.test('a big REF range of an upload flushed before it is confirmed is written t
   checkBudget(t, budget)
 })
 
+t.test('CHUNK data past the first MiB of an upload flushed before it is confirmed is written to the disk, not the page cache', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
+  const root = t.testdir()
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const base = await put(m, budget, 'base', bytes(300_000, 20))
+  // CHUNKs of odd sizes around two REFS: one to content in the mirror, one to a chunk sent earlier
+  // in this upload, which must be in the file by the time it is copied
+  const data = bytes((6 << 20) + 5555, 21)
+  const d = digestBuffer(data)
+  const chunks = chunksOf(data, d)
+  const half = chunks.length >> 1
+  const u = new Upload(nextId++, m, budget, true)
+  sendChunks(u, chunks.slice(0, half))
+  u.addRefs([{ hash: base.contentId, length: base.size }, { hash: chunks[half - 1]!.hash, length: chunks[half - 1]!.data.length }])
+  sendChunks(u, chunks.slice(half))
+  const want = Buffer.concat([data.subarray(0, d.size - chunks.slice(half).reduce((n, c) => n + c.data.length, 0)), bytes(300_000, 20), chunks[half - 1]!.data, ...chunks.slice(half).map((c) => c.data)])
+  const ids = [...chunks.slice(0, half).map((c) => c.hash), base.ids, chunks[half - 1]!.hash, ...chunks.slice(half).map((c) => c.hash)]
+  const lengths = [...chunks.slice(0, half).map((c) => c.data.length), ...base.lengths, chunks[half - 1]!.data.length, ...chunks.slice(half).map((c) => c.data.length)]
+  const s = await u.stage(commitMsg('f', want.length, contentIdOf(Buffer.concat(ids), lengths)), true)
+  t.notOk(u.failed)
+  const cached = cachedBytes(s.tmpPath!) // before anything reads the file into the cache
+  if (cached !== null && directIoWorks(root)) {
+    // the first MiB, the copied ranges and the unaligned edges of three runs of CHUNK data
+    t.ok(cached <= (1 << 20) + 300_000 + chunks[half - 1]!.data.length + 16 * 4096, `mostly not in the page cache: ${cached} of ${want.length} bytes`)
+  }
+  t.strictSame(stagedBytes(s), want, 'every byte where it belongs')
+  checkBudget(t, budget)
+  await m.commitFile('f', s)
+  t.strictSame(readFileSync(join(root, 'f')), want)
+
+  // not flushed before it is confirmed (sfmd --no-fsync): through the page cache
+  const u2 = new Upload(nextId++, m, budget, false)
+  sendChunks(u2, chunks)
+  const s2 = await u2.stage(commitMsg('g', d.size, d.contentId), false)
+  const cached2 = cachedBytes(s2.tmpPath ?? `/proc/${process.pid}/fd/${s2.fd}`)
+  if (cached2 !== null) t.ok(cached2 >= d.size, `all of it in the page cache: ${cached2} bytes`)
+  t.strictSame(stagedBytes(s2), data)
+  await u2.discard()
+
+  // an upload abandoned halfway leaves the budget as it found it
+  const u3 = new Upload(nextId++, m, budget, true)
+  sendChunks(u3, chunks.slice(0, half))
+  await u3.discard()
+  checkBudget(t, budget)
+})
+
 t.test('staged for a file-system-wide flush, an upload is an unnamed file until it is linked into place', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
   const root = t.testdir()
   const m = await openMirror(t, { root })

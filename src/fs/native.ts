@@ -11,6 +11,8 @@ interface Binding {
   copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
   copyDirect(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
   cloneRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>
+  writeDirect(fd: number, buffer: Buffer, length: number, offset: number): Promise<number>
+  alignedBuffer(size: number): Buffer
   openTmpfile(dir: string, mode: number): number
   linkFd(fd: number, path: string): void
 }
@@ -120,7 +122,7 @@ export const copyFileRange = async (fdIn: number, offIn: number, fdOut: number, 
   return copied
 }
 
-/** copyThrough's destination offset and length are multiples of this. */
+/** copyThrough's and writeThroughAt's destination offsets and lengths are multiples of this. */
 export const DIRECT_IO_ALIGN = 4096
 
 /** Set once direct I/O was refused (no addon, no O_DIRECT on the file system): not tried again. */
@@ -157,12 +159,43 @@ export const copyThrough = async (fdIn: number, offIn: number, fdOut: number, of
   try {
     return await binding!.copyDirect(fdIn, offIn, fdOut, offOut, length)
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    // EINVAL: no O_DIRECT on this file system (tmpfs); ENOENT: no /proc to reopen the file through
-    if (code !== 'EINVAL' && code !== 'ENOENT' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err
+    if (!refusesDirect(err)) throw err
     directRefused = true
     return null
   }
+}
+
+/** Whether writeThroughAt may work here: the addon loaded, and O_DIRECT was not refused yet. */
+export const directWritesAvailable = (): boolean => !directRefused
+
+/** A Buffer whose memory starts at a multiple of DIRECT_IO_ALIGN, for writeThroughAt; null without the addon. */
+export const alignedBuffer = (size: number): Buffer | null => (binding ? binding.alignedBuffer(size) : null)
+
+/**
+ * Writes `buffer[0, length)` at `offset` with O_DIRECT: to the disk, without a dirty copy in the page
+ * cache (see writeDirect in src/native/). `buffer` comes from alignedBuffer(); `length` and `offset`
+ * are multiples of DIRECT_IO_ALIGN. Resolves false where direct I/O is refused: the caller writes
+ * another way, and later calls resolve false at once.
+ */
+export const writeThroughAt = async (fd: number, buffer: Buffer, length: number, offset: number): Promise<boolean> => {
+  if (offset % DIRECT_IO_ALIGN !== 0 || length % DIRECT_IO_ALIGN !== 0) {
+    throw new RangeError(`writeThroughAt: offset ${offset} and length ${length} must be multiples of ${DIRECT_IO_ALIGN}`)
+  }
+  if (directRefused) return false
+  try {
+    await binding!.writeDirect(fd, buffer, length, offset)
+    return true
+  } catch (err) {
+    if (!refusesDirect(err)) throw err
+    directRefused = true
+    return false
+  }
+}
+
+/** EINVAL: no O_DIRECT on this file system (tmpfs); ENOENT: no /proc to reopen the file through. */
+const refusesDirect = (err: unknown): boolean => {
+  const code = (err as NodeJS.ErrnoException).code
+  return code === 'EINVAL' || code === 'ENOENT' || code === 'ENOTSUP' || code === 'EOPNOTSUPP'
 }
 
 /** Set once the file system refused an unnamed file: from then on openUnnamedFile() does not try. */

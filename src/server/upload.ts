@@ -12,9 +12,10 @@
 import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, fsync, openSync, readSync, rmSync, write, writeSync } from 'node:fs'
 import { HASH_BYTES, hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
-import { DIRECT_IO_ALIGN, copyFileRange, copyThrough, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
+import { DIRECT_IO_ALIGN, copyFileRange, copyThrough, directWritesAvailable, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
 import type { Chunk, Commit, Ref } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
+import { DirectWrites } from './direct-writes.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
 import type { Mirror, StagedFile } from './mirror.js'
 import { chunkOffsets, type FileNode, type Manifest } from './store/catalog.js'
@@ -40,6 +41,12 @@ const WRITE_THROUGH_BYTES = 1 << 20
  * Chunks of up to MAX_CHUNK_BYTES from other clients still go to the pool.
  */
 const ASYNC_WRITE_BYTES = 256 << 10
+/**
+ * CHUNK data past this offset of an upload that will be flushed before it is confirmed is written to
+ * the disk with O_DIRECT (see direct-writes.ts). Smaller files stay in the page cache: a direct write
+ * costs a trip through the thread pool, and the flush of a small file is cheap.
+ */
+const DIRECT_AFTER_BYTES = 1 << 20
 /**
  * A big upload is flushed in the background every this many bytes, so that the flush before its
  * rename (for durability) has little left to write.
@@ -75,6 +82,8 @@ export class Upload {
   private unflushed = 0
   private flushing: Promise<void> | null = null
   private failure: MirrorError | null = null
+  /** CHUNK data past DIRECT_AFTER_BYTES, when written through (null: through the page cache). */
+  private readonly direct: DirectWrites | null
 
   /** `writeThrough`: the upload is flushed to disk before it is confirmed (sfmd's default). */
   constructor(
@@ -82,7 +91,15 @@ export class Upload {
     private readonly mirror: Mirror,
     private readonly budget: WriteBudget,
     private readonly writeThrough = false,
-  ) {}
+  ) {
+    this.direct =
+      writeThrough && directWritesAvailable()
+        ? new DirectWrites({
+            writeBuffered: (data, offset) => writeAllSync(this.handle(), data, offset),
+            track: (write, bytes) => this.track(write, bytes),
+          })
+        : null
+  }
 
   get failed(): boolean {
     return this.failure !== null
@@ -101,24 +118,35 @@ export class Upload {
     this.own.set(hashKey(msg.hash), { offset, length: data.length })
     try {
       const fd = this.handle()
-      if (data.length < ASYNC_WRITE_BYTES) writeAllSync(fd, data, offset) // positional: independent of other writes
-      else this.writeLater(fd, data, offset)
+      // positional writes: independent of other writes
+      if (this.direct && offset >= DIRECT_AFTER_BYTES && this.direct.add(fd, data, offset)) return
+      if (data.length < ASYNC_WRITE_BYTES) writeAllSync(fd, data, offset)
+      else this.track(writeAll(fd, data, offset).then(() => this.written(fd, data.length)), data.length)
     } catch (err) {
       this.fail(fromFsError(err, 'upload'))
     }
   }
 
-  /** Writes on the thread pool; the data is held against the budget until it is written. */
-  private writeLater(fd: number, data: Buffer, offset: number): void {
-    this.budget.take(data.length)
-    const w = writeAll(fd, data, offset)
+  /** A write on the thread pool: its data is held against the budget until it is written. */
+  private track(write: Promise<void>, bytes: number): void {
+    this.budget.take(bytes)
+    const w = write
       .catch((err: unknown) => this.fail(fromFsError(err, 'upload')))
       .finally(() => {
         this.writes.delete(w)
-        this.budget.give(data.length)
-        this.written(fd, data.length)
+        this.budget.give(bytes)
       })
     this.writes.add(w)
+  }
+
+  /** Writes the CHUNK data gathered for a direct write: before a REF, and before the upload is staged. */
+  private flushDirect(): void {
+    if (!this.direct || this.fd === null) return
+    try {
+      this.direct.flush(this.fd)
+    } catch (err) {
+      this.fail(fromFsError(err, 'upload'))
+    }
   }
 
   /** Counts bytes put in the file; past WRITE_BEHIND_BYTES a background flush starts. */
@@ -143,6 +171,7 @@ export class Upload {
   }
 
   private addRef(ref: Ref): void {
+    this.flushDirect() // an earlier chunk of this upload that the REF names must be in the file
     const offset = this.size
     const own = this.own.get(hashKey(ref.hash))
     if (own && own.length === ref.length) {
@@ -322,6 +351,7 @@ export class Upload {
    * Returns what the mirror needs to put it in place; the file stays open until release() or discard().
    */
   async stage(commit: Commit, flush: boolean): Promise<StagedFile> {
+    this.flushDirect()
     await this.copies
     await this.settled()
     if (this.failure) throw this.failure
@@ -375,6 +405,7 @@ export class Upload {
   /** Drops the temporary file (ABORT, a failed COMMIT, or a closed connection). */
   async discard(): Promise<void> {
     this.failure ??= new MirrorError('SFM_ERR_IO', 'upload abandoned')
+    this.direct?.drop()
     await this.copies
     await this.settled()
     this.closeHandle()
