@@ -13,7 +13,7 @@ import type { Message } from '../src/protocol/messages.js'
 
 // Sends `turns` (one array of messages per event-loop turn, calling afterSend after each), then ends
 // the socket right after the last send; resolves with what the other end decoded.
-async function roundTrip(t: Test, turns: Message[][], afterSend = () => {}): Promise<{ messages: Message[]; error?: string }> {
+async function roundTrip(t: Test, turns: Message[][], afterSend: (writer: FrameWriter, socket: net.Socket) => void = () => {}): Promise<{ messages: Message[]; error?: string }> {
   const received = new Promise<{ messages: Message[]; error?: string }>((resolve) => {
     const server = net.createServer((socket) => {
       const decoder = new FrameDecoder({ maxFrameBytes: MAX_FRAME_BYTES, expectMagic: false })
@@ -37,7 +37,7 @@ async function roundTrip(t: Test, turns: Message[][], afterSend = () => {}): Pro
       const writer = new FrameWriter(socket)
       for (const [i, turn] of turns.entries()) {
         for (const msg of turn) writer.send(msg)
-        afterSend()
+        afterSend(writer, socket)
         if (i < turns.length - 1) await new Promise((r) => setImmediate(r))
       }
       writer.flush()
@@ -71,4 +71,26 @@ t.test('a small part is copied when sent: the caller may reuse its buffer at onc
   const { messages } = await roundTrip(t, [[msg]], () => data.fill(0x42))
   t.equal(messages.length, 1)
   t.same((messages[0] as { data: Buffer }).data, Buffer.alloc(1_000, 0x41), 'the bytes as they were when sent')
+})
+
+t.test('full blocks are reused once the socket has written them; afterWritten comes after all sent before it', async (t) => {
+  // about 9 MiB of small chunks over 30 turns: many 256 KiB blocks, written while more are filled
+  const turns: Message[][] = []
+  for (let k = 0; k < 30; k++) turns.push(Array.from({ length: 200 }, (_, i) => chunk(k * 1_000 + i, 1_000 + ((i * 97) % 1_000))))
+  const fired: Array<{ turn: number; written: number }> = []
+  const sentBytes: number[] = []
+  let total = 0
+  let turn = 0
+  const { messages, error } = await roundTrip(t, turns, (writer, socket) => {
+    const k = turn++
+    for (const m of turns[k]!) total += 4 + 1 + 4 + 16 + (m as { data: Buffer }).data.length
+    sentBytes.push(total)
+    writer.afterWritten(() => fired.push({ turn: k, written: socket.bytesWritten }))
+  })
+  t.equal(error, undefined)
+  const sent = turns.flat()
+  t.equal(messages.length, sent.length)
+  t.equal(sent.findIndex((m, i) => !isDeepStrictEqual({ ...messages[i] }, { ...m })), -1, 'every frame the same as sent: no block was reused too early')
+  t.same(fired.map((f) => f.turn), turns.map((_, k) => k), 'every callback, in order')
+  t.equal(fired.findIndex((f) => f.written < sentBytes[f.turn]!), -1, 'each after the bytes sent before it were written')
 })

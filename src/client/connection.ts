@@ -254,6 +254,11 @@ export class Connection {
     for (let i = 0; i < refs.length; i += MAX_HASHES) this.send({ type: 'refs', uploadId, refs: refs.slice(i, i + MAX_HASHES) })
   }
 
+  /** Calls `done` once the data of every CHUNK sent so far is out of this process's hands. */
+  afterWritten(done: () => void): void {
+    this.writer.afterWritten(done)
+  }
+
   /** Abandons an upload (or one never started: an upload whose streaming failed) and frees its slot. */
   abort(uploadId: number): void {
     if (!this.ended) this.send({ type: 'abort', uploadId })

@@ -13,10 +13,14 @@ import type { Message } from './messages.js'
 /** Parts up to this size are copied; copying them costs less than a socket write of their own. */
 const COPY_MAX_BYTES = 32 << 10
 const BLOCK_BYTES = 256 << 10
+const NOTHING = Buffer.alloc(0)
+const SPARE_BLOCKS = 4
 
 export class FrameWriter {
   private corked = false
-  private block = Buffer.allocUnsafeSlow(0)
+  private block: Buffer = Buffer.allocUnsafeSlow(0)
+  /** Written blocks, ready for reuse. */
+  private readonly spare: Buffer[] = []
   // block[start, end) holds copied bytes not yet handed to the socket; what is before `start` may
   // still be in the socket's queue and is never written again.
   private start = 0
@@ -39,15 +43,21 @@ export class FrameWriter {
         socket.write(part)
         continue
       }
-      if (this.end + part.length > this.block.length) {
-        this.handOver()
-        this.block = Buffer.allocUnsafeSlow(BLOCK_BYTES)
-        this.start = this.end = 0
-      }
+      if (this.end + part.length > this.block.length) this.nextBlock()
       part.copy(this.block, this.end)
       this.end += part.length
     }
     return socket.writableLength + (this.end - this.start) < socket.writableHighWaterMark
+  }
+
+  /**
+   * Calls `done` once every part sent so far has been written to the kernel, or the socket is gone:
+   * then the caller may reuse the memory of the big parts it handed over as they were.
+   */
+  afterWritten(done: () => void): void {
+    const socket = this.socket
+    if (socket.destroyed || socket.writableEnded) return done()
+    socket.write(NOTHING, () => done()) // writes complete in order: this one's callback comes last
   }
 
   /** Hands everything queued to the socket now: call it before ending the socket. */
@@ -56,6 +66,18 @@ export class FrameWriter {
     if (!this.corked) return
     this.corked = false
     this.socket.uncork()
+  }
+
+  /**
+   * Moves on to a fresh block. A full one is reused once the socket has written it: a new block per
+   * 256 KiB sent left tens of MiB of dead blocks waiting for a major GC (sfmc's peak RSS, benchmark W1).
+   */
+  private nextBlock(): void {
+    const full = this.block
+    this.handOver()
+    if (full.length > 0) this.afterWritten(() => this.spare.length < SPARE_BLOCKS && this.spare.push(full))
+    this.block = this.spare.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES)
+    this.start = this.end = 0
   }
 
   private handOver(): void {

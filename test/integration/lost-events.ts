@@ -31,11 +31,12 @@ async function startClient(t: Test, src: string, port: number, dropped: Set<stri
     rescanMs: 0, // no safety rescan: only the sibling check can repair
     log: silentLogger,
   })
-  const running = client.run()
+  // tap may remove the test's folder before this test's teardown runs; the client then stops on its
+  // own, saying so. Its promise is handled from the start, or that rejection would go unhandled.
+  const running = client.run().catch(() => {})
   t.teardown(async () => {
     client.stop()
-    // tap may remove the test's folder first; the client then stops on its own, saying so.
-    await running.catch(() => {})
+    await running
   })
 }
 
