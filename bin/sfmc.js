@@ -2,6 +2,6 @@
 // The heap's growth between major GCs follows its live size (src/util/heap-growth.ts); it is set
 // before the real work starts.
 const { followHeapGrowth } = await import('../dist/util/heap-growth.js')
-followHeapGrowth(32 << 20)
+followHeapGrowth(32 << 20, 50)
 const { main } = await import('../dist/cli/client.js')
 process.exit(await main(process.argv.slice(2)))

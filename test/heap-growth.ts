@@ -11,17 +11,20 @@ import { growthPercent } from '../src/util/heap-growth.js'
 const MiB = 1 << 20
 const HEAP_GROWTH_JS = fileURLToPath(new URL('../dist/util/heap-growth.js', import.meta.url))
 
-t.test('the heap may grow to its room, or by half of what is live when that is more', async (t) => {
+t.test('the heap may grow to its room, then as told past it', async (t) => {
   const room = 64 * MiB
-  t.equal(growthPercent(4 * MiB, room), 300, 'at most four times a tiny heap')
-  t.equal(growthPercent(16 * MiB, room), 300)
-  t.equal(growthPercent(20 * MiB, room), 220)
-  t.equal(growthPercent(32 * MiB, room), 100)
-  t.equal(growthPercent(40 * MiB, room), 60)
-  t.equal(growthPercent(64 * MiB, room), 50)
-  t.equal(growthPercent(500 * MiB, room), 50, 'never less than half')
-  t.equal(growthPercent(0, room), 300)
-  t.equal(growthPercent(16 * MiB, 32 * MiB), 100, 'a smaller room')
+  t.equal(growthPercent(4 * MiB, room, 50), 300, 'at most four times a tiny heap')
+  t.equal(growthPercent(16 * MiB, room, 50), 300)
+  t.equal(growthPercent(20 * MiB, room, 50), 220)
+  t.equal(growthPercent(32 * MiB, room, 50), 100)
+  t.equal(growthPercent(40 * MiB, room, 50), 60)
+  t.equal(growthPercent(43 * MiB, room, 50), 50, 'a room less than half of what is live: as told past it')
+  t.equal(growthPercent(64 * MiB, room, 50), 50)
+  t.equal(growthPercent(500 * MiB, room, 50), 50)
+  t.equal(growthPercent(0, room, 50), 300)
+  t.equal(growthPercent(8 * MiB, 32 * MiB, 50), 300, "sfmc's room")
+  t.equal(growthPercent(16 * MiB, 32 * MiB, 50), 100)
+  t.equal(growthPercent(30 * MiB, 32 * MiB, 25), 25, 'past it, as told')
 })
 
 /** Counts the major GCs of a node process that promotes short-lived objects over a small live heap. */
@@ -30,7 +33,7 @@ function majorGcs(dir: string, nodeArgs: string[], follow: boolean): number {
   writeFileSync(
     script,
     `import { PerformanceObserver, constants } from 'node:perf_hooks'
-if (${follow}) (await import(${JSON.stringify(HEAP_GROWTH_JS)})).followHeapGrowth(${64 * MiB})
+if (${follow}) (await import(${JSON.stringify(HEAP_GROWTH_JS)})).followHeapGrowth(${64 * MiB}, 50)
 let majors = 0
 new PerformanceObserver((l) => { for (const e of l.getEntries()) if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++ }).observe({ entryTypes: ['gc'] })
 const live = Array.from({ length: 20000 }, (_, i) => ({ i, s: 'x' + i }))
