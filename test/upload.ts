@@ -1,7 +1,8 @@
 // One upload assembled under `.sfm/tmp/` (src/server/upload.ts), with a real Mirror on a temporary folder:
 // CHUNK data verified and written, REFS resolved through the index and verified as read, the COMMIT's
-// size and content id checked, and the budget of queued copies always given back (CHUNK data is
-// written at once, so it takes nothing from the budget).
+// size and content id checked, and the budget of queued copies and writes always given back (sfm's
+// own CHUNKs are written at once, except past the first MiB of an upload flushed before it is
+// confirmed, which goes to the disk with O_DIRECT on the thread pool).
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync, truncateSync } from 'node:fs'
