@@ -39,10 +39,13 @@ class CountingBudget implements WriteBudget {
   taken = 0
   given = 0
   outstanding = 0
+  /** Of `taken`, what was taken for queued copies (the session bounds those apart from data). */
+  copiesTaken = 0
   wentNegative = false
-  take(n: number): void {
+  take(n: number, copy = false): void {
     this.taken += n
     this.outstanding += n
+    if (copy) this.copiesTaken += n
   }
   give(n: number): void {
     this.given += n
@@ -160,6 +163,7 @@ t.test('CHUNKs bigger than sfm cuts (another client may send up to 1 MiB) are wr
   const u = new Upload(nextId++, m, budget)
   sendChunks(u, chunks.map((c, i) => ({ hash: ids[i]!, data: c })))
   t.equal(budget.taken, data.length, 'each held against the budget while it is written')
+  t.equal(budget.copiesTaken, 0, 'as data, not as a queued copy')
   const contentId = contentIdOf(Buffer.concat(ids), chunks.map((c) => c.length))
   const s = await u.stage(commitMsg('big', data.length, contentId), true)
   t.notOk(u.failed)
@@ -201,6 +205,7 @@ t.test('a big REF range of an upload flushed before it is confirmed is written t
   const u = new Upload(nextId++, m, budget, true)
   u.addChunk({ type: 'chunk', uploadId: u.id, hash: hash128(extra), data: extra })
   u.addRefs([{ hash: a.contentId, length: a.size }])
+  t.equal(budget.copiesTaken, a.size, 'the REF is held against the budget as a queued copy')
   const want = Buffer.concat([extra, dataA])
   const contentId = contentIdOf(Buffer.concat([hash128(extra), a.ids]), [extra.length, ...a.lengths])
   const s = await u.stage(commitMsg('b', want.length, contentId), true)

@@ -18,9 +18,17 @@ import { ServerMachine, type ServerAction, type ServerPolicy } from './machine.j
 import type { Mirror } from './mirror.js'
 import { Upload, type WriteBudget } from './upload.js'
 
-/** Bytes of queued copies per connection before the server stops reading (PROTOCOL.md 12, 8 MiB). */
+/** Bytes accepted but not yet written, per connection, before the server stops reading (PROTOCOL.md 12). */
 const WRITE_HIGH_WATER_BYTES = 8 << 20
 const WRITE_LOW_WATER_BYTES = 4 << 20
+/**
+ * Bytes of REFS queued to be copied, per connection, before the server stops reading. A queued copy
+ * holds no data, only the time it will take, and the deeper the queue the longer the copies it joins
+ * up. At 8 MiB, like the data, it held a client streaming a copied or grown 1 GiB file to the pace of
+ * 2 MiB copies, with its HAVE? questions waiting in the paused socket (1.6-1.7 s for 1 GiB).
+ */
+const COPY_HIGH_WATER_BYTES = 256 << 20
+const COPY_LOW_WATER_BYTES = 128 << 20
 /** Entries per LISTING part: keeps each frame far below MAX_FRAME_BYTES even with long paths. */
 const LISTING_BATCH_BYTES = 256 << 10
 
@@ -47,6 +55,7 @@ export class Session {
   private helloTimer: NodeJS.Timeout | null
   private idleTimer: NodeJS.Timeout | null = null
   private unwritten = 0
+  private uncopied = 0
   private helloDone = false
   private readonly budget: WriteBudget
 
@@ -62,13 +71,15 @@ export class Session {
       claim: (id, name) => deps.claim(this, id, name),
     })
     this.budget = {
-      take: (n) => {
-        this.unwritten += n
-        if (this.unwritten > WRITE_HIGH_WATER_BYTES) socket.pause()
+      take: (n, copy) => {
+        if (copy) this.uncopied += n
+        else this.unwritten += n
+        if (this.unwritten > WRITE_HIGH_WATER_BYTES || this.uncopied > COPY_HIGH_WATER_BYTES) socket.pause()
       },
-      give: (n) => {
-        this.unwritten -= n
-        if (this.unwritten < WRITE_LOW_WATER_BYTES && !this.closed) socket.resume()
+      give: (n, copy) => {
+        if (copy) this.uncopied -= n
+        else this.unwritten -= n
+        if (this.unwritten < WRITE_LOW_WATER_BYTES && this.uncopied < COPY_LOW_WATER_BYTES && !this.closed) socket.resume()
       },
     }
     this.writer = new FrameWriter(socket)
