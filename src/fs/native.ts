@@ -125,6 +125,15 @@ export const copyFileRange = async (fdIn: number, offIn: number, fdOut: number, 
 /** copyThrough's and writeThroughAt's destination offsets and lengths are multiples of this. */
 export const DIRECT_IO_ALIGN = 4096
 
+/** Bytes from `offset` to the next multiple of DIRECT_IO_ALIGN (0 if it is one). */
+export const bytesToAlign = (offset: number): number => (DIRECT_IO_ALIGN - (offset % DIRECT_IO_ALIGN)) % DIRECT_IO_ALIGN
+
+const checkAligned = (call: string, offset: number, length: number): void => {
+  if (offset % DIRECT_IO_ALIGN !== 0 || length % DIRECT_IO_ALIGN !== 0) {
+    throw new RangeError(`${call}: offset ${offset} and length ${length} must be multiples of ${DIRECT_IO_ALIGN}`)
+  }
+}
+
 /** Set once direct I/O was refused (no addon, no O_DIRECT on the file system): not tried again. */
 let directRefused = binding === undefined
 /** Set once the file system refused to clone (ext4, tmpfs): not tried again. */
@@ -141,9 +150,7 @@ let cloneRefused = binding === undefined
  * where neither is available: the caller copies another way, and later calls resolve null at once.
  */
 export const copyThrough = async (fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number | null> => {
-  if (offOut % DIRECT_IO_ALIGN !== 0 || length % DIRECT_IO_ALIGN !== 0) {
-    throw new RangeError(`copyThrough: offOut ${offOut} and length ${length} must be multiples of ${DIRECT_IO_ALIGN}`)
-  }
+  checkAligned('copyThrough', offOut, length)
   if (!cloneRefused && offIn % DIRECT_IO_ALIGN === 0) {
     try {
       return await binding!.cloneRange(fdIn, offIn, fdOut, offOut, length)
@@ -155,14 +162,7 @@ export const copyThrough = async (fdIn: number, offIn: number, fdOut: number, of
       else if (code !== 'EINVAL') throw err
     }
   }
-  if (directRefused) return null
-  try {
-    return await binding!.copyDirect(fdIn, offIn, fdOut, offOut, length)
-  } catch (err) {
-    if (!refusesDirect(err)) throw err
-    directRefused = true
-    return null
-  }
+  return tryDirect(() => binding!.copyDirect(fdIn, offIn, fdOut, offOut, length))
 }
 
 /** Whether writeThroughAt may work here: the addon loaded, and O_DIRECT was not refused yet. */
@@ -178,24 +178,25 @@ export const alignedBuffer = (size: number): Buffer | null => (binding ? binding
  * another way, and later calls resolve false at once.
  */
 export const writeThroughAt = async (fd: number, buffer: Buffer, length: number, offset: number): Promise<boolean> => {
-  if (offset % DIRECT_IO_ALIGN !== 0 || length % DIRECT_IO_ALIGN !== 0) {
-    throw new RangeError(`writeThroughAt: offset ${offset} and length ${length} must be multiples of ${DIRECT_IO_ALIGN}`)
-  }
-  if (directRefused) return false
-  try {
-    await binding!.writeDirect(fd, buffer, length, offset)
-    return true
-  } catch (err) {
-    if (!refusesDirect(err)) throw err
-    directRefused = true
-    return false
-  }
+  checkAligned('writeThroughAt', offset, length)
+  return (await tryDirect(() => binding!.writeDirect(fd, buffer, length, offset))) !== null
 }
 
-/** EINVAL: no O_DIRECT on this file system (tmpfs); ENOENT: no /proc to reopen the file through. */
-const refusesDirect = (err: unknown): boolean => {
-  const code = (err as NodeJS.ErrnoException).code
-  return code === 'EINVAL' || code === 'ENOENT' || code === 'ENOTSUP' || code === 'EOPNOTSUPP'
+/**
+ * Runs a direct-I/O call of the addon, or resolves null where direct I/O is refused: once refused
+ * (EINVAL: no O_DIRECT on this file system, as on tmpfs; ENOENT: no /proc to reopen the file
+ * through), it is not tried again.
+ */
+const tryDirect = async <T>(call: () => Promise<T>): Promise<T | null> => {
+  if (directRefused) return null
+  try {
+    return await call()
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'EINVAL' && code !== 'ENOENT' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err
+    directRefused = true
+    return null
+  }
 }
 
 /** Set once the file system refused an unnamed file: from then on openUnnamedFile() does not try. */

@@ -362,17 +362,24 @@ static void copy_execute(napi_env env, void *data) {
 #endif
 }
 
+/* Settles the promise of a job that moved bytes: with `count`, or with the error of `syscall` (EINTR
+ * when the job was cancelled, which happens only at env teardown). */
+static void settle_count(napi_env env, napi_status status, napi_deferred deferred, int err, int64_t count,
+                         const char *syscall) {
+  napi_value result = NULL;
+  if (status == napi_ok && err == 0) {
+    napi_create_double(env, (double)count, &result);
+    napi_resolve_deferred(env, deferred, result);
+  } else {
+    result = make_errno_error(env, status != napi_ok ? EINTR : err, syscall, NULL);
+    if (result == NULL) napi_get_and_clear_last_exception(env, &result);
+    napi_reject_deferred(env, deferred, result);
+  }
+}
+
 static void copy_complete(napi_env env, napi_status status, void *data) {
   CopyJob *job = data;
-  napi_value result = NULL;
-  if (status == napi_ok && job->err == 0) {
-    napi_create_double(env, (double)job->copied, &result);
-    napi_resolve_deferred(env, job->deferred, result);
-  } else {
-    result = make_errno_error(env, status != napi_ok ? EINTR : job->err, job->syscall, NULL);
-    if (result == NULL) napi_get_and_clear_last_exception(env, &result);
-    napi_reject_deferred(env, job->deferred, result);
-  }
+  settle_count(env, status, job->deferred, job->err, job->copied, job->syscall);
   napi_delete_async_work(env, job->work);
   free(job);
 }
@@ -624,15 +631,7 @@ static void write_direct_execute(napi_env env, void *data) {
 
 static void write_direct_complete(napi_env env, napi_status status, void *data) {
   WriteJob *job = data;
-  napi_value result = NULL;
-  if (status == napi_ok && job->err == 0) {
-    napi_create_double(env, (double)job->length, &result);
-    napi_resolve_deferred(env, job->deferred, result);
-  } else {
-    result = make_errno_error(env, status != napi_ok ? EINTR : job->err, "pwrite", NULL);
-    if (result == NULL) napi_get_and_clear_last_exception(env, &result);
-    napi_reject_deferred(env, job->deferred, result);
-  }
+  settle_count(env, status, job->deferred, job->err, (int64_t)job->length, "pwrite");
   napi_delete_reference(env, job->keep);
   napi_delete_async_work(env, job->work);
   free(job);

@@ -9,7 +9,7 @@
 //
 // Only whole aligned pages go direct: the bytes up to the first aligned offset and the tail of the
 // last block go through the cache. The two never share a page, which O_DIRECT needs to stay coherent.
-import { DIRECT_IO_ALIGN, alignedBuffer, writeThroughAt } from '../fs/native.js'
+import { DIRECT_IO_ALIGN, alignedBuffer, bytesToAlign, writeThroughAt } from '../fs/native.js'
 
 const BLOCK_BYTES = 1 << 20
 /**
@@ -51,7 +51,7 @@ export class DirectWrites {
     if (!this.block) {
       const block = takeBlock()
       if (!block) return false
-      const head = Math.min(data.length, (DIRECT_IO_ALIGN - (offset % DIRECT_IO_ALIGN)) % DIRECT_IO_ALIGN)
+      const head = Math.min(data.length, bytesToAlign(offset))
       if (head > 0) this.sink.writeBuffered(data.subarray(0, head), offset)
       this.block = block
       this.start = offset + head

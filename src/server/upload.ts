@@ -12,7 +12,7 @@
 import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, fsync, openSync, readSync, rmSync, write, writeSync } from 'node:fs'
 import { HASH_BYTES, hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
-import { DIRECT_IO_ALIGN, copyFileRange, copyThrough, directWritesAvailable, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
+import { DIRECT_IO_ALIGN, bytesToAlign, copyFileRange, copyThrough, directWritesAvailable, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
 import type { Chunk, Commit, Ref } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
 import { DirectWrites } from './direct-writes.js'
@@ -318,7 +318,7 @@ export class Upload {
    * Returns the bytes copied.
    */
   private async copyBig(src: number, from: number, dst: number, to: number, length: number): Promise<number> {
-    const head = Math.min(length, (DIRECT_IO_ALIGN - (to % DIRECT_IO_ALIGN)) % DIRECT_IO_ALIGN)
+    const head = Math.min(length, bytesToAlign(to))
     const middle = length - head - ((length - head) % DIRECT_IO_ALIGN)
     if (this.writeThrough && middle >= WRITE_THROUGH_BYTES) {
       const through = await copyThrough(src, from + head, dst, to + head, middle)
