@@ -24,6 +24,7 @@ import type { ProtocolError } from '../src/protocol/errors.js'
 import { FrameDecoder } from '../src/protocol/framer.js'
 import type { Hello, Message, Welcome } from '../src/protocol/messages.js'
 import { SfmServer, type ServerOptions } from '../src/server/server.js'
+import { Upload } from '../src/server/upload.js'
 import { uploadFiles } from './helpers/procs.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
@@ -737,4 +738,75 @@ t.test('HAVE_REPLY says yes for the chunk ids and content id of a committed file
   peer.write(wire({ type: 'haveQuery', requestId: 5, hashes: asked }))
   await peer.until(() => peer.messages.length >= 2, 'HAVE_REPLY')
   t.same(peer.messages[1], { type: 'haveReply', requestId: 5, have: expected }, 'raw HAVE_REPLY')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Durability of a burst [M-SEM-5]
+
+t.test('with fsync, a burst of small files: data flushed before each link, each reply after a flush that followed its link, batches sharing flushes', async (t) => {
+  const run = await startServer(t, { fsync: true })
+  const mirror = run.server.mirror
+  t.ok(mirror.canFlushAll, 'the native addon is built: batches flush with syncfs')
+  // One log of what happened in which order: each file's staging (and whether it was flushed on its
+  // own), its link into place, each syncfs, and each reply the client got.
+  const events: Array<{ what: 'stage' | 'link' | 'flush-start' | 'flush-end' | 'batch' | 'reply'; path?: string; own?: boolean }> = []
+  const stage = Upload.prototype.stage
+  Upload.prototype.stage = function (this: Upload, commit, flush) {
+    events.push({ what: 'stage', path: commit.path, own: flush })
+    return stage.call(this, commit, flush)
+  }
+  t.teardown(() => void (Upload.prototype.stage = stage))
+  const { flushAll, commitFile: link, startBatch } = mirror
+  mirror.flushAll = async () => {
+    events.push({ what: 'flush-start' })
+    await flushAll.call(mirror)
+    await new Promise((resolve) => setTimeout(resolve, 5)) // a slow disk: commits pile up meanwhile
+    events.push({ what: 'flush-end' })
+  }
+  mirror.commitFile = (path, staged) => {
+    events.push({ what: 'link', path })
+    return link.call(mirror, path, staged)
+  }
+  mirror.startBatch = () => {
+    events.push({ what: 'batch' })
+    startBatch.call(mirror)
+  }
+
+  const conn = await openConnection(t, run.port)
+  const files = 2_000 // at least 4 batches of at most 512
+  const replies = Array.from({ length: files }, (_, i) => {
+    const path = `burst/f${i}.txt`
+    return commitFile(conn, path, Buffer.from(`file ${i}\n`.repeat(1 + (i % 50)))).then((o) => {
+      events.push({ what: 'reply', path })
+      return o
+    })
+  })
+  const outcomes = await within(Promise.all(replies), 'the replies to the burst', 60_000)
+  t.ok(outcomes.every((o) => o.ok), 'every COMMIT is OK')
+  t.equal(readdirSync(join(run.root, 'burst')).length, files, 'every file is in the mirror')
+
+  const at = (what: string, path: string) => events.findIndex((e) => e.what === what && e.path === path)
+  const flushedBetween = (from: number, to: number) =>
+    events.some((e, i) => e.what === 'flush-start' && i > from && i < to && events.slice(i, to).some((f) => f.what === 'flush-end'))
+  let unflushedData = 0
+  let unflushedLink = 0
+  for (let i = 0; i < files; i++) {
+    const path = `burst/f${i}.txt`
+    const staged = at('stage', path)
+    const linked = at('link', path)
+    const replied = at('reply', path)
+    if (!(staged >= 0 && staged < linked && linked < replied)) {
+      t.fail(`${path}: staged at ${staged}, linked at ${linked}, answered at ${replied}`)
+      continue
+    }
+    if (events[staged]!.own) continue // flushed on its own while staged, its directory with fsync(2)
+    if (!flushedBetween(staged, linked)) unflushedData++
+    if (!flushedBetween(linked, replied)) unflushedLink++
+  }
+  t.equal(unflushedData, 0, 'a file left for the group flush is linked only after a whole syncfs that began after it was written')
+  t.equal(unflushedLink, 0, 'and is answered only after a whole syncfs that began after it was linked')
+  const batches = events.filter((e) => e.what === 'batch').length
+  const flushes = events.filter((e) => e.what === 'flush-start').length
+  t.ok(batches >= 4, `${batches} batches`)
+  t.ok(flushes <= batches + 1, `${flushes} syncfs for ${batches} batches: a batch's data and the previous batch's links share one`)
 })

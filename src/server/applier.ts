@@ -11,9 +11,9 @@ import type { Upload } from './upload.js'
 const MAX_BATCH = 512
 /**
  * From this many files in a batch, one syncfs(2) of the mirror's file system flushes them all (before
- * the renames) and one more flushes the directories (after): a burst of small files then costs two
- * disk flushes per batch, not two per file. Below it, each file and directory is flushed on its own,
- * which touches only what changed.
+ * the links) and one more flushes the directories (after), shared with the next batch's files when
+ * that one is ready by then: a burst of small files costs about one disk flush per batch, not two per
+ * file. Below it, each file and directory is flushed on its own, which touches only what changed.
  */
 const GROUP_FLUSH_FILES = 4
 const GROUP_FLUSH_PATHS = 16
@@ -33,6 +33,22 @@ export interface QueuedList {
 }
 
 type Queued = QueuedChange | QueuedList
+
+/** A batch whose files are written (and flushed, unless a group flush is still to come). */
+interface StagedBatch {
+  items: Queued[]
+  staged: Array<StagedFile | MirrorError | null>
+  /** Its files' data waits for one flush of the whole file system. */
+  grouped: boolean
+}
+
+/** A batch applied in order: its outcomes wait for the flush of the directories it touched. */
+interface AppliedBatch {
+  items: Queued[]
+  outcomes: Outcome[]
+  touched: Touched
+  grouped: boolean
+}
 
 export class Applier {
   private readonly queue: Queued[] = []
@@ -58,44 +74,79 @@ export class Applier {
     while (this.running) await this.running
   }
 
+  /**
+   * Batches go through stage, flush, apply, flush, answer. When the next batch is ready by the time
+   * one is applied, one flush serves both: the directories of the applied batch and the data of the
+   * staged one, so a stream of small files costs one syncfs per batch, not two. A batch that has no
+   * successor waiting is flushed and answered at once.
+   */
   private async run(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, MAX_BATCH)
-      await this.applyBatch(batch)
+    let applied: AppliedBatch | null = null
+    while (this.queue.length > 0 || applied) {
+      const t0 = performance.now()
+      const staged = this.queue.length > 0 ? await this.stage(this.queue.splice(0, MAX_BATCH)) : null
+      const t1 = performance.now()
+      await this.flush(applied, staged)
+      if (applied) answer(applied)
+      const t2 = performance.now()
+      applied = staged && (await this.apply(staged))
+      if (applied && !this.fsync) {
+        answer(applied) // nothing to wait for
+        applied = null
+      }
+      const ms = (a: number, b: number) => Math.round(b - a)
+      if (staged) this.log.debug('applied a batch', { changes: staged.items.length, grouped: staged.grouped, stageMs: ms(t0, t1), flushMs: ms(t1, t2), applyMs: ms(t2, performance.now()) })
     }
   }
 
-  private async applyBatch(batch: Queued[]): Promise<void> {
-    const t0 = performance.now()
-    this.mirror.startBatch()
-    // 1. Finish the data of every upload in the batch and flush it: each file, or all with one syncfs.
-    const commits = batch.filter((item) => item.change.type === 'commit').length
+  /** Writes out every upload of the batch: each file flushed, or all left for one group flush. */
+  private async stage(items: Queued[]): Promise<StagedBatch> {
+    const commits = items.filter((item) => item.change.type === 'commit').length
     const grouped = this.fsync && commits >= GROUP_FLUSH_FILES && this.mirror.canFlushAll
     const staged = await Promise.all(
-      batch.map((item) =>
-        item.change.type === 'commit' ? stage(item as QueuedChange, this.fsync && !grouped) : Promise.resolve(null),
-      ),
+      items.map((item) => (item.change.type === 'commit' ? stage(item as QueuedChange, this.fsync && !grouped) : Promise.resolve(null))),
     )
-    if (grouped) {
-      const failed = await this.mirror.flushAll().then(() => null, (err: Error) => err)
-      if (failed) {
-        this.log.error(`cannot flush the mirror: ${failed.message}`)
-        staged.forEach((s, i) => {
-          if (s && !(s instanceof MirrorError)) staged[i] = fromFsError(failed, 'flush')
-        })
+    return { items, staged, grouped }
+  }
+
+  /**
+   * Makes the applied batch's directory entries and the staged batch's data durable: with one syncfs
+   * when either needs one, else by flushing the applied batch's directories one by one. A failure
+   * fails what it should have made durable.
+   */
+  private async flush(applied: AppliedBatch | null, staged: StagedBatch | null): Promise<void> {
+    if (!this.fsync) return
+    const dirs = applied !== null && applied.touched.size > 0
+    const all = this.mirror.canFlushAll && (staged?.grouped || (dirs && (applied.grouped || applied.touched.size >= GROUP_FLUSH_PATHS)))
+    if (!all && !dirs) return
+    const failed = all ? await this.mirror.flushAll().then(() => null, (err: Error) => err) : await flushPaths(applied!.touched)
+    if (!failed) return
+    this.log.error(`cannot flush the mirror: ${failed.message}`)
+    if (all && staged?.grouped) {
+      staged.staged.forEach((s, i) => {
+        if (s && !(s instanceof MirrorError)) staged.staged[i] = fromFsError(failed, 'flush')
+      })
+    }
+    if (dirs) {
+      const { outcomes } = applied
+      for (let i = 0; i < outcomes.length; i++) {
+        if (outcomes[i]!.ok) outcomes[i] = { ok: false, error: fromFsError(failed, 'flush') }
       }
     }
-    const t1 = performance.now()
-    // 2. Apply in order.
+  }
+
+  /** Applies a staged batch in order [M-SEM-4]. */
+  private async apply({ items, staged, grouped }: StagedBatch): Promise<AppliedBatch> {
+    this.mirror.startBatch()
     const outcomes: Outcome[] = []
     const touched: Touched = new Set()
-    for (let i = 0; i < batch.length; i++) {
-      const item = batch[i]!
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
       const s = staged[i]
       let error = s instanceof MirrorError ? s : null // failed while staged
       if (!error) {
         try {
-          for (const dir of await this.apply(item, s)) touched.add(dir)
+          for (const dir of await this.applyOne(item, s as StagedFile | null)) touched.add(dir)
         } catch (err) {
           error = fromFsError(err, describe(item))
         }
@@ -112,29 +163,15 @@ export class Applier {
       if (error.code === 'SFM_ERR_NO_SPACE') await this.mirror.expireTrash(true)
       outcomes.push({ ok: false, error })
     }
-    // 3. Flush the directories whose entries changed, then answer, in order.
-    const t2 = performance.now()
-    if (this.fsync && touched.size > 0) {
-      const all = (grouped || touched.size >= GROUP_FLUSH_PATHS) && this.mirror.canFlushAll
-      const failed = all ? await this.mirror.flushAll().then(() => null, (err: Error) => err) : await flushPaths(touched)
-      if (failed) {
-        this.log.error(`cannot flush the mirror: ${failed.message}`)
-        for (let i = 0; i < outcomes.length; i++) {
-          if (outcomes[i]!.ok) outcomes[i] = { ok: false, error: fromFsError(failed, 'flush') }
-        }
-      }
-    }
-    batch.forEach((item, i) => item.done(outcomes[i]!))
-    const ms = (a: number, b: number) => Math.round(b - a)
-    this.log.debug('applied a batch', { changes: batch.length, grouped, stageMs: ms(t0, t1), applyMs: ms(t1, t2), flushMs: ms(t2, performance.now()) })
+    return { items, outcomes, touched, grouped }
   }
 
-  private async apply(item: Queued, staged: StagedFile | null | MirrorError): Promise<Touched> {
+  private async applyOne(item: Queued, staged: StagedFile | null): Promise<Touched> {
     const m = this.mirror
     const c = item.change
     switch (c.type) {
       case 'commit':
-        return m.commitFile(c.path, staged as StagedFile)
+        return m.commitFile(c.path, staged!)
       case 'delete':
         return m.delete(c.path)
       case 'mkdir':
@@ -153,6 +190,10 @@ export class Applier {
       }
     }
   }
+}
+
+function answer({ items, outcomes }: AppliedBatch): void {
+  items.forEach((item, i) => item.done(outcomes[i]!))
 }
 
 async function stage(item: QueuedChange, fsync: boolean): Promise<StagedFile | MirrorError> {
