@@ -740,6 +740,19 @@ t.test('HAVE_REPLY says yes for the chunk ids and content id of a committed file
   t.same(peer.messages[1], { type: 'haveReply', requestId: 5, have: expected }, 'raw HAVE_REPLY')
 })
 
+t.test('HAVE? questions wait for the end of the turn, up to 64 ids: from then on they go out at once', async (t) => {
+  const run = await startServer(t)
+  const conn = await openConnection(t, run.port)
+  const ids = (n: number) => Array.from({ length: n }, () => randomBytes(16))
+  const before = conn.wireBytesSent
+  const few = conn.have(ids(63))
+  t.equal(conn.wireBytesSent, before, '63 ids: nothing handed to the socket yet (more questions of this turn may join them)')
+  const more = conn.have(ids(1))
+  const sent = conn.wireBytesSent - before
+  t.ok(sent >= 64 * 16, `the 64th id: its frame is handed to the socket at once (${sent} bytes), while the caller keeps working`)
+  t.same(await within(Promise.all([few, more]), 'the answers'), [ids(63).map(() => false), [false]], 'both questions answered: no')
+})
+
 // ---------------------------------------------------------------------------------------------
 // Durability of a burst [M-SEM-5]
 

@@ -20,6 +20,8 @@ import { ClientMachine, type ClientAction, type ClientIdentity } from './machine
 
 /** Socket bytes queued before a sender waits for them to drain. */
 const SEND_HIGH_WATER_BYTES = 1 << 20
+/** Queued HAVE? ids that are sent without waiting for the end of the turn (see have()). */
+const HAVE_SEND_NOW_IDS = 64
 const CONNECT_TIMEOUT_MS = 10_000
 
 export interface TlsOptions {
@@ -156,6 +158,9 @@ export class Connection {
   /**
    * Which of these ids the server has, in order. Queries made in the same turn of the event loop (many
    * small files read together) share HAVE? frames of up to MAX_HASHES ids: one round trip, not one each.
+   * From HAVE_SEND_NOW_IDS queued ids on, the frame goes out at once, with what was sent before it: a
+   * caller that keeps sending files without yielding (all read ahead) would otherwise hold its next
+   * questions until it runs out of answers, and wait a whole round trip each time.
    */
   have(hashes: readonly Buffer[]): Promise<boolean[]> {
     if (hashes.length === 0) return Promise.resolve([])
@@ -163,11 +168,15 @@ export class Connection {
       const answers = new Array<boolean>(hashes.length)
       const query: HaveQuery = { answers, left: hashes.length, resolve, reject }
       hashes.forEach((hash, i) => this.haveQueue.push({ hash, query, index: i }))
-      if (!this.haveFlush) this.haveFlush = setImmediate(() => this.flushHave())
+      if (this.haveQueue.length >= HAVE_SEND_NOW_IDS) {
+        this.flushHave()
+        this.writer.flush()
+      } else this.haveFlush ??= setImmediate(() => this.flushHave())
     })
   }
 
   private flushHave(): void {
+    if (this.haveFlush) clearImmediate(this.haveFlush)
     this.haveFlush = null
     const queue = this.haveQueue
     this.haveQueue = []

@@ -20,10 +20,16 @@ import { rootIdentity, sameRoot, scanTree, statEntry, type LocalEntry, type Root
 import { IGNORE_FILE, type IgnoreRules } from './ignore-rules.js'
 import { DEFAULT_DELETE_LIMIT, HeldBack, describeLimit, overLimit, type DeleteLimit } from './safety.js'
 import { formatBytes, type SyncStats } from './stats.js'
-import { negotiate, readFileDigest, streamSpans, treeIds, type NotReady, type PreparedFile, type Span } from './uploader.js'
+import { SMALL_FILE_BYTES, negotiate, readFileDigest, streamSpans, treeIds, type NotReady, type PreparedFile, type Span } from './uploader.js'
 
-/** Uploads read and negotiated ahead of the one being sent. */
-const PREPARE_AHEAD = 64
+/**
+ * Uploads read and negotiated ahead of the one being sent, and the bytes of small files they may hold.
+ * Their questions (HAVE?) go out in groups of 64 (connection.ts): with two groups ahead, the answers to
+ * one come back while the files before it are sent. With 64 ahead and the questions sent only when the
+ * client ran out of answers, it waited for a round trip every 64 files.
+ */
+const PREPARE_AHEAD = 128
+const PREPARE_AHEAD_BYTES = 16 << 20
 /**
  * Files from this size on are read, chunked and sent in one pass (stream-upload.ts) instead of being
  * read once to build their tree and again to send: for new data the second read is pure cost, and for
@@ -564,15 +570,20 @@ export class Syncer {
     const todo: Array<Op | null> = ops
     const preps = new Map<number, Promise<Prepared | NotReady | Error>>()
     let started = 0
-    const startAhead = (upTo: number) => {
-      for (; started < todo.length && started <= upTo; started++) {
+    let aheadBytes = 0
+    const held = (op: Extract<Op, { kind: 'upload' }>) => Math.min(op.local.size, SMALL_FILE_BYTES)
+    const startAhead = (current: number) => {
+      for (; started < todo.length && started <= current + PREPARE_AHEAD; started++) {
         const op = todo[started]!
-        if (op.kind === 'upload' && !streamed(op)) preps.set(started, this.prepare(op.path).catch((e: Error) => e))
+        if (op.kind !== 'upload' || streamed(op)) continue
+        if (started > current && aheadBytes >= PREPARE_AHEAD_BYTES) break
+        aheadBytes += held(op)
+        preps.set(started, this.prepare(op.path).catch((e: Error) => e))
       }
     }
     const cancelled = new Set<string>()
     for (let i = 0; i < todo.length; i++) {
-      startAhead(i + PREPARE_AHEAD)
+      startAhead(i)
       const op = todo[i]!
       todo[i] = null
       if (op.kind === 'upload' && streamed(op)) {
@@ -581,6 +592,7 @@ export class Syncer {
         const prep = await preps.get(i)!
         preps.delete(i)
         await this.upload(op.path, op.local, prep, deleting, cancelled)
+        aheadBytes -= held(op)
       } else if (op.kind === 'dirattr' && (await this.movedSinceScan(op))) {
         this.dirty.add(op.path) // listed before its last change: look again, then set its mtime
       } else if (!(op.kind === 'delete' && cancelled.has(op.path))) {

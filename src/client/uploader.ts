@@ -12,7 +12,7 @@ import type { Connection, Outcome } from './connection.js'
 import type { KnownContent } from './known.js'
 
 /** Files up to this size are read once and kept in memory until sent. */
-const SMALL_FILE_BYTES = 1 << 20
+export const SMALL_FILE_BYTES = 1 << 20
 const READ_BLOCK_BYTES = 4 << 20
 /**
  * A file modified less than this long ago may be in the middle of being written (a program that
