@@ -682,18 +682,32 @@ export class Syncer {
       }
     }
     let spans = prep.spans
+    // What this upload sends: the content, and the chunks it sends as data (one chunk: the same id).
+    const sending = (spans: readonly Span[]): string[] => {
+      const keys = [contentKey]
+      for (const s of spans) {
+        if (s.ref) continue
+        const key = hashKey(s.id)
+        if (key !== contentKey) keys.push(key)
+      }
+      return keys
+    }
+    let keys = sending(spans)
     // Content an earlier upload of this pass is still sending: wait for it, then refer to it.
-    const waits = spans.filter((s) => !s.ref && this.inflight.has(hashKey(s.id))).map((s) => this.inflight.get(hashKey(s.id))!)
-    const rootWait = this.inflight.get(contentKey)
-    if (rootWait) waits.push(rootWait)
+    const waits: Array<Promise<boolean>> = []
+    for (const key of keys) {
+      const wait = this.inflight.get(key)
+      if (wait) waits.push(wait)
+    }
     if (waits.length > 0) {
       await Promise.all(waits)
       spans = await negotiate(file.tree, conn, this.opts.known)
+      keys = sending(spans)
     }
     let settle!: (ok: boolean) => void
     const done = new Promise<boolean>((resolve) => (settle = resolve))
     const claimed: string[] = []
-    for (const key of [contentKey, ...spans.filter((s) => !s.ref).map((s) => hashKey(s.id))]) {
+    for (const key of keys) {
       if (!this.inflight.has(key)) {
         this.inflight.set(key, done)
         claimed.push(key)

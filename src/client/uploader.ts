@@ -149,6 +149,13 @@ function fileBuffer(size: number): Buffer {
 export async function negotiate(tree: ContentTree, conn: Connection, known: KnownContent): Promise<Span[]> {
   const levels = tree.levels
   if (levels[0]!.count === 0) return []
+  if (levels.length === 1) {
+    // One chunk, whose id is the content id: most small files. One question, nothing to walk.
+    const id = tree.contentId
+    const has = known.has(id) || (await conn.have([id]))[0]!
+    if (has) known.add(id)
+    return [has ? { ref: true, id, length: tree.size } : { ref: false, id, offset: 0, length: tree.size }]
+  }
   const HAVE = 1
   const MISSING = 2
   const state = levels.map((l) => new Uint8Array(l.count))
@@ -198,6 +205,7 @@ export async function negotiate(tree: ContentTree, conn: Connection, known: Know
  * bytes no longer match what was read.
  */
 export async function streamSpans(prep: PreparedFile, spans: readonly Span[], conn: Connection, uploadId: number): Promise<{ dataBytes: number; changed: boolean }> {
+  if (spans.length === 1 && prep.bytes) return streamOne(prep.bytes, spans[0]!, conn, uploadId)
   let refs: Ref[] = []
   const sent = new Set<string>()
   let dataBytes = 0
@@ -217,8 +225,9 @@ export async function streamSpans(prep: PreparedFile, spans: readonly Span[], co
         conn.refs(uploadId, refs)
         refs = []
       }
+      // bytes kept in memory since they were hashed are sent as they are; bytes read again are checked
       const data = prep.bytes ? prep.bytes.subarray(span.offset, span.offset + span.length) : await reader!.read(span.offset, span.length)
-      if (!data || !hash128(data).equals(span.id)) return { dataBytes, changed: true }
+      if (!data || (reader && !hash128(data).equals(span.id))) return { dataBytes, changed: true }
       await conn.writable()
       conn.chunk(uploadId, span.id, data)
       sent.add(key)
@@ -230,6 +239,18 @@ export async function streamSpans(prep: PreparedFile, spans: readonly Span[], co
   } finally {
     await reader?.close()
   }
+}
+
+/** streamSpans for a file in memory that is one span: a REF, or one CHUNK. */
+async function streamOne(bytes: Buffer, span: Span, conn: Connection, uploadId: number): Promise<{ dataBytes: number; changed: boolean }> {
+  if (span.ref) {
+    conn.refs(uploadId, [{ hash: span.id, length: span.length }])
+    return { dataBytes: 0, changed: false }
+  }
+  const data = bytes.subarray(span.offset, span.offset + span.length) // hashed when read: nothing writes it since
+  await conn.writable()
+  conn.chunk(uploadId, span.id, data)
+  return { dataBytes: data.length, changed: false }
 }
 
 /** Sequential reads of a large file in big blocks: chunk spans come in increasing offset order. */
