@@ -20,7 +20,7 @@ import {
 } from './constants.js'
 import { protocolError } from './errors.js'
 import type { ListEntry, Message } from './messages.js'
-import { checkWirePath } from './paths.js'
+import { checkWirePath, decodedPathProblem } from './paths.js'
 import { BodyReader } from './reader.js'
 import { fitUtf8 } from './text.js'
 
@@ -212,29 +212,35 @@ export function encodeFrame(msg: Message): Buffer {
 // meaning). Values kept beyond the frame (ids, hashes) are copied; CHUNK data is a view, because
 // the server writes it to disk at once and copying 1 MiB per frame would be the hot path's cost.
 
-// Wire paths are meaning, checked after the structure (PROTOCOL.md 6, step 5): path() reads the raw
-// bytes and queues them; checkPaths() judges them once the body has been read to its end.
+// Wire paths are meaning, checked after the structure (PROTOCOL.md 6, step 5): path() decodes them
+// and queues them; checkPaths() judges them once the body has been read to its end. A path queued as
+// text is well-formed UTF-8 of a valid length; one queued as its bytes is not.
 const lenient = new TextDecoder('utf-8', { ignoreBOM: true })
 const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
-function path(r: BodyReader, queued: Buffer[]): string {
+function path(r: BodyReader, queued: Array<string | Buffer>): string {
   const raw = r.strBytes()
+  if (raw.length >= 1 && raw.length <= MAX_PATH_BYTES) {
+    try {
+      const text = strict.decode(raw)
+      queued.push(text)
+      return text
+    } catch {
+      // not UTF-8: judged below
+    }
+  }
   queued.push(raw)
   return lenient.decode(raw)
 }
 
-function checkPaths(queued: Buffer[]): void {
-  for (const raw of queued) {
-    if (raw.length === 0 || raw.length > MAX_PATH_BYTES) {
-      throw protocolError('SFM_ERR_BAD_PATH', `path is ${raw.length} bytes, outside 1..${MAX_PATH_BYTES}`)
-    }
-    let text: string
-    try {
-      text = strict.decode(raw)
-    } catch {
-      throw protocolError('SFM_ERR_BAD_PATH', 'path is not well-formed UTF-8') // [M-PATH-1] 2
-    }
-    checkWirePath(text)
+function checkPaths(queued: ReadonlyArray<string | Buffer>): void {
+  for (const q of queued) {
+    if (typeof q === 'string') {
+      const problem = decodedPathProblem(q)
+      if (problem !== null) checkWirePath(q, problem)
+    } else if (q.length === 0 || q.length > MAX_PATH_BYTES) {
+      throw protocolError('SFM_ERR_BAD_PATH', `path is ${q.length} bytes, outside 1..${MAX_PATH_BYTES}`)
+    } else throw protocolError('SFM_ERR_BAD_PATH', 'path is not well-formed UTF-8') // [M-PATH-1] 2
   }
 }
 
@@ -255,7 +261,7 @@ function count(r: BodyReader, what: string, min: number, max: number): number {
   return n
 }
 
-function listEntry(r: BodyReader, q: Buffer[]): ListEntry {
+function listEntry(r: BodyReader, q: Array<string | Buffer>): ListEntry {
   const kind = r.u8()
   const p = path(r, q)
   const m = mode(r)
@@ -278,7 +284,7 @@ function symlinkTarget(r: BodyReader): string {
   return target
 }
 
-function body(type: number, r: BodyReader, q: Buffer[]): Message {
+function body(type: number, r: BodyReader, q: Array<string | Buffer>): Message {
   const T = MESSAGE_TYPE
   switch (type) {
     case T.HELLO: {
@@ -418,7 +424,7 @@ export function decodeBody(type: number, frameBody: Buffer): Message {
     throw protocolError('SFM_ERR_UNKNOWN_TYPE', `unknown message type 0x${type.toString(16).padStart(2, '0')}`, { type }) // [M-FRAME-2]
   }
   const r = new BodyReader(frameBody, type)
-  const paths: Buffer[] = []
+  const paths: Array<string | Buffer> = []
   const msg = body(type, r, paths)
   r.end()
   checkPaths(paths)
