@@ -205,9 +205,9 @@ export async function negotiate(tree: ContentTree, conn: Connection, known: Know
  * bytes no longer match what was read.
  */
 export async function streamSpans(prep: PreparedFile, spans: readonly Span[], conn: Connection, uploadId: number): Promise<{ dataBytes: number; changed: boolean }> {
-  if (spans.length === 1 && prep.bytes) return streamOne(prep.bytes, spans[0]!, conn, uploadId)
   let refs: Ref[] = []
-  const sent = new Set<string>()
+  // ids sent as CHUNK so far, for chunks repeated within the file; a file of one span has none
+  const sent = spans.length > 1 ? new Set<string>() : null
   let dataBytes = 0
   const reader = prep.bytes ? null : new BlockReader(prep.abs)
   try {
@@ -216,8 +216,8 @@ export async function streamSpans(prep: PreparedFile, spans: readonly Span[], co
         refs.push({ hash: span.id, length: span.length })
         continue
       }
-      const key = hashKey(span.id)
-      if (sent.has(key)) {
+      const key = sent ? hashKey(span.id) : ''
+      if (sent?.has(key)) {
         refs.push({ hash: span.id, length: span.length }) // REFS may name a chunk sent earlier in this upload
         continue
       }
@@ -230,7 +230,7 @@ export async function streamSpans(prep: PreparedFile, spans: readonly Span[], co
       if (!data || (reader && !hash128(data).equals(span.id))) return { dataBytes, changed: true }
       await conn.writable()
       conn.chunk(uploadId, span.id, data)
-      sent.add(key)
+      sent?.add(key)
       dataBytes += data.length
     }
     if (refs.length > 0) conn.refs(uploadId, refs)
@@ -239,18 +239,6 @@ export async function streamSpans(prep: PreparedFile, spans: readonly Span[], co
   } finally {
     await reader?.close()
   }
-}
-
-/** streamSpans for a file in memory that is one span: a REF, or one CHUNK. */
-async function streamOne(bytes: Buffer, span: Span, conn: Connection, uploadId: number): Promise<{ dataBytes: number; changed: boolean }> {
-  if (span.ref) {
-    conn.refs(uploadId, [{ hash: span.id, length: span.length }])
-    return { dataBytes: 0, changed: false }
-  }
-  const data = bytes.subarray(span.offset, span.offset + span.length) // hashed when read: nothing writes it since
-  await conn.writable()
-  conn.chunk(uploadId, span.id, data)
-  return { dataBytes: data.length, changed: false }
 }
 
 /** Sequential reads of a large file in big blocks: chunk spans come in increasing offset order. */
