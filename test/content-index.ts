@@ -3,7 +3,7 @@ import t from 'tap'
 import { hash128 } from '../src/hash.js'
 import { ContentTree } from '../src/tree.js'
 import { Catalog, chunkOffsets, type FileNode } from '../src/server/store/catalog.js'
-import { ContentIndex, type Location } from '../src/server/store/content-index.js'
+import { ContentIndex, PLACES_PER_ID, type Location } from '../src/server/store/content-index.js'
 
 function leafId(n: number): Buffer {
   const b = Buffer.alloc(8)
@@ -182,4 +182,46 @@ t.test('forget drops one place of one id', async (t) => {
   index.forget(leafId(1), b)
   t.notOk(index.has(leafId(1)))
   index.forget(leafId(1), b) // nothing left to forget
+})
+
+t.test('an id keeps at most PLACES_PER_ID places: the first stays, trashed places go before mirrored ones', async (t) => {
+  const mirror = new Catalog()
+  const trash = new Catalog()
+  const index = new ContentIndex({}, (file) => mirror.contains(file))
+  const parts = leaves(0, 3)
+  const names = (id: Buffer) => index.lookup(id).map((l) => l.file.name)
+  // versions of one content, the older ones moved to the trash as a rewrite does
+  const v0 = fileOf(mirror, 'v0', parts)
+  index.addFile(v0)
+  for (let i = 1; i < PLACES_PER_ID; i++) index.addFile(fileOf(trash, `t${i}`, parts))
+  t.equal(index.lookup(leafId(1)).length, PLACES_PER_ID)
+  index.addFile(fileOf(mirror, 'm1', parts))
+  t.strictSame(names(leafId(1)), ['v0', ...Array.from({ length: PLACES_PER_ID - 2 }, (_, i) => `t${i + 2}`), 'm1'], 'the oldest trashed place made room')
+  for (let i = 2; i < 2 + PLACES_PER_ID; i++) index.addFile(fileOf(mirror, `m${i}`, parts))
+  const kept = names(leafId(1))
+  t.equal(kept.length, PLACES_PER_ID)
+  t.equal(kept[0], 'v0', 'the first place stays')
+  t.notOk(kept.some((n) => n.startsWith('t')), 'no trashed place is kept while mirrored ones come in')
+  t.strictSame(names(v0.contentId), kept, 'every id of the content names the same places')
+
+  // a first place that left the catalog is the one that goes
+  mirror.detach(v0)
+  index.addFile(fileOf(mirror, 'last', parts))
+  t.equal(names(leafId(1)).length, PLACES_PER_ID)
+  t.notOk(names(leafId(1)).includes('v0'))
+  t.equal(names(leafId(1)).at(-1), 'last')
+})
+
+t.test('a file of one repeated chunk keeps a few places for it, not one per chunk', async (t) => {
+  const catalog = new Catalog()
+  const index = new ContentIndex()
+  const zero = { id: leafId(0), length: 65536 }
+  const file = fileOf(catalog, 'zeros', Array.from({ length: 20_000 }, () => zero))
+  index.addFile(file)
+  const offsets = at(index.lookup(zero.id)).map((l) => l.offset)
+  t.equal(offsets.length, PLACES_PER_ID)
+  t.equal(offsets[0], 0, 'the first place stays')
+  t.equal(new Set(offsets).size, PLACES_PER_ID, 'distinct places')
+  index.removeFile(file)
+  t.equal(index.size, 0)
 })

@@ -87,7 +87,7 @@ export class Mirror {
     trashTtlMs: number,
     indexLimits: IndexLimits,
   ) {
-    this.index = new ContentIndex(indexLimits)
+    this.index = new ContentIndex(indexLimits, (file) => this.catalog.contains(file))
     this.sfmDir = join(root, SFM_DIR)
     this.tmpDir = join(this.sfmDir, 'tmp')
     this.trashDir = join(this.sfmDir, 'trash')

@@ -121,6 +121,13 @@ export class Catalog {
     return n === this.top ? names.reverse().join('/') : null
   }
 
+  /** Whether `node` is attached below this catalog's top. */
+  contains(node: MirrorNode): boolean {
+    let n: MirrorNode | null = node
+    while (n && n !== this.top) n = n.parent
+    return n === this.top
+  }
+
   *walk(from: DirNode = this.top, prefix = ''): Generator<[string, MirrorNode]> {
     for (const [name, node] of from.children) {
       const path = prefix ? `${prefix}/${name}` : name

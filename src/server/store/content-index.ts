@@ -23,6 +23,13 @@ export interface Location {
 
 /** Memory per indexed id: key, LRU links and one Location object. */
 export const INDEX_ENTRY_BYTES = 160
+/**
+ * Places kept per id. One place is enough to copy from; more only cover places that leave before
+ * their copy. Without a bound, each version of a big file kept in the trash added a Location to every
+ * id it shares with the others (sfmd held 45 MB of them after 18 rewrites of a 1 GiB file in 40 s),
+ * and a file of one repeated chunk (zeros) made an array as long as the file's chunk count.
+ */
+export const PLACES_PER_ID = 4
 export const DEFAULT_INDEX_ENTRIES = 4 << 20
 export const DEFAULT_INDEX_BYTES = 256 << 20
 
@@ -35,7 +42,14 @@ export class ContentIndex {
   // Most ids live in one file, so the value is a Location until a second place turns up.
   private readonly byId: LRUCache<string, Location | Location[]>
 
-  constructor(limits: IndexLimits = {}) {
+  /**
+   * `inMirror` tells a file in the mirror from one in the trash: when an id has all the places it may
+   * keep, a new place replaces one in the trash, which expires, before one in the mirror.
+   */
+  constructor(
+    limits: IndexLimits = {},
+    private readonly inMirror: (file: FileNode) => boolean = () => true,
+  ) {
     // Both bounds as one size bound: lru-cache's `max` would allocate its arrays for `max` entries up
     // front (hundreds of MB for millions of entries, before anything is indexed).
     const entries = Math.max(1, limits.entries ?? DEFAULT_INDEX_ENTRIES)
@@ -104,8 +118,22 @@ export class ContentIndex {
     const v = this.byId.get(key)
     if (!v) this.byId.set(key, loc)
     else if (Array.isArray(v)) {
-      if (!v.some((l) => l.file === loc.file && l.first === loc.first)) this.byId.set(key, [...v, loc])
+      if (v.some((l) => l.file === loc.file && l.first === loc.first)) return
+      this.byId.set(key, (v.length < PLACES_PER_ID ? v : this.withoutOne(v)).concat(loc))
     } else if (!(v.file === loc.file && v.first === loc.first)) this.byId.set(key, [v, loc])
+  }
+
+  /**
+   * The places but one. The first place stays while it is in the catalog: it is the one copies read
+   * (see upload.ts, findPlace), so every id of a file keeps naming the same source and its copies
+   * stay whole ranges, and it is likely still in the page cache where a later version, written past
+   * the cache, is not (copying from those cost sfmd twice the system time). Of the others, the oldest
+   * that has left the catalog or sits in the trash goes, else the oldest.
+   */
+  private withoutOne(places: Location[]): Location[] {
+    let drop = places[0]!.file.parent === null ? 0 : places.findIndex((l, i) => i > 0 && (l.file.parent === null || !this.inMirror(l.file)))
+    if (drop < 0) drop = 1
+    return places.filter((_, i) => i !== drop)
   }
 
   private remove(key: string, file: FileNode): void {
@@ -117,6 +145,7 @@ export class ContentIndex {
 
   private set(key: string, locs: Location[]): void {
     if (locs.length === 0) this.byId.delete(key)
-    else this.byId.set(key, locs.length === 1 ? locs[0]! : locs)
+    // concat copies to the exact length: a filtered array keeps spare room (100 bytes an id)
+    else this.byId.set(key, locs.length === 1 ? locs[0]! : ([] as Location[]).concat(locs))
   }
 }
