@@ -1,3 +1,4 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/server.js'
+// The program is one bundle (scripts/bundle.mjs).
+import { main } from '../dist/bundle/sfmd.js'
 process.exit(await main(process.argv.slice(2)))

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { CLIENT_HELP, main as clientMain, type Io } from '../src/cli/client.js'
 import { SERVER_HELP, main as serverMain } from '../src/cli/server.js'
-import { VERSION } from '../src/version.js'
+import { VERSION } from '../src/util/version.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
 type T = Pick<typeof t, 'teardown' | 'ok' | 'equal' | 'not' | 'same' | 'match' | 'notMatch' | 'notOk' | 'comment'>

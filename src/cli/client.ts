@@ -4,7 +4,7 @@ import { parseDeleteLimit, type DeleteLimit } from '../client/safety.js'
 import { formatBytes, type SyncStats } from '../client/stats.js'
 import { ProgressReporter, type ProgressMode } from './progress.js'
 import { EXIT, FatalError } from '../fatal.js'
-import { VERSION } from '../version.js'
+import { VERSION } from '../util/version.js'
 import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, mib, parseArgs, parseCount, parseHostPort, readFileArg, readToken } from './args.js'
 
 export const CLIENT_HELP = `Usage: sfmc <dir> <host>:<port> [options]

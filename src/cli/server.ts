@@ -1,7 +1,7 @@
 // `sfmd <dir>`: the command line of the server. main() returns the exit code.
 import { EXIT, FatalError } from '../fatal.js'
 import { SfmServer } from '../server/server.js'
-import { VERSION } from '../version.js'
+import { VERSION } from '../util/version.js'
 import { OUTPUT_ALIASES, OUTPUT_FLAGS, loggerFrom, mib, parseArgs, parseCount, parsePort, readFileArg, readToken } from './args.js'
 import { processIo, type Io } from './client.js'
 
