@@ -1,5 +1,5 @@
-# Builds build/Release/sfm_native.node and sfm_folder.node (see scripts/build-native.mjs,
-# src/fs/native.ts and src/fs/folder-addon.ts).
+# Builds build/Release/sfm_native.node, sfm_folder.node and sfm_chunker.node (see
+# scripts/build-native.mjs, src/fs/native.ts, src/fs/folder-addon.ts and src/native/chunker-addon.ts).
 {
   "target_defaults": {
     "defines": ["NAPI_VERSION=8"],
@@ -18,6 +18,10 @@
     {
       "target_name": "sfm_folder",
       "sources": ["src/native/sfm_folder.c"]
+    },
+    {
+      "target_name": "sfm_chunker",
+      "sources": ["src/native/sfm_chunker.c"]
     }
   ]
 }

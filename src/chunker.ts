@@ -1,5 +1,6 @@
 // Content-defined chunking: FastCDC with a 32-bit Gear hash, exactly as PROTOCOL.md 5.4 defines it.
 import { createHash } from 'node:crypto'
+import { cutChunksOffThread, type CutChunks } from './native/chunker-addon.js'
 
 // Chosen by measurement on successive versions of real source trees, binaries and logs (PROTOCOL.md 15).
 export const CDC_MIN_BYTES = 16_384
@@ -25,6 +26,15 @@ const G: Int32Array = makeGear()
 const G_LS: Int32Array = G.map((g) => g << 1)
 /** GEAR[i] = the first 4 bytes of SHA-256("sfm-gear-" + i), unsigned little-endian (stored as int32). */
 export const GEAR: Int32Array = G
+
+/** The chunker as the addon takes it (src/native/sfm_chunker.c): the sizes, the masks, then GEAR. */
+export const CUT_TABLE: Int32Array = Int32Array.from([MIN, NORMAL, MAX, S, L, ...G])
+
+/**
+ * Blocks with less than this left to cut are cut here: a trip to the thread pool costs tens of
+ * microseconds, and 1 MiB about 400 of cutting.
+ */
+const OFF_THREAD_BYTES = 1 << 20
 
 function makeGear(): Int32Array {
   const table = new Int32Array(256)
@@ -75,37 +85,34 @@ export class Chunker {
   private tail: Buffer = NO_BYTES
   private tailLength = 0
 
+  constructor(private readonly offThread: CutChunks | undefined = cutChunksOffThread) {}
+
   push(block: Uint8Array, sink?: ChunkSink): number[] {
     const out: number[] = []
     const input = asBuffer(block)
-    let pos = 0 // where the next chunk starts in `input`, once the tail is used up
-    if (this.tailLength > 0) {
-      // Append up to CDC_MAX_BYTES of lookahead to the tail: enough to decide every chunk that starts in it.
-      const old = this.tailLength
-      const take = Math.min(input.length, TAIL_CAPACITY - old)
-      this.reserve(old + take)
-      input.copy(this.tail, old, 0, take)
-      const filled = old + take
-      let p = 0
-      while (p < old && filled - p >= CDC_MAX_BYTES) {
-        p += this.emit(this.tail, p, p + CDC_MAX_BYTES, out, sink)
+    const pos = this.useTail(input, out, sink)
+    if (pos >= 0) this.cutRest(input, pos, out, sink)
+    return out
+  }
+
+  /**
+   * push(), with the bulk of a big block cut on the thread pool by the addon where it is built. The
+   * block must not change, and no other push may start, until the promise settles; the sink runs on
+   * the main thread as with push().
+   */
+  async pushOffThread(block: Uint8Array, sink?: ChunkSink): Promise<number[]> {
+    const out: number[] = []
+    const input = asBuffer(block)
+    let pos = this.useTail(input, out, sink)
+    if (pos < 0) return out
+    if (this.offThread !== undefined && input.length - pos >= OFF_THREAD_BYTES) {
+      for (const n of await this.offThread(input, pos, input.length, false, CUT_TABLE)) {
+        out.push(n)
+        if (sink !== undefined) sink(input.subarray(pos, pos + n))
+        pos += n
       }
-      if (p < old) {
-        // Not enough bytes to decide, which means the whole block went into the tail.
-        if (p > 0) this.tail.copyWithin(0, p, filled)
-        this.tailLength = filled - p
-        return out
-      }
-      pos = p - old
-      this.tailLength = 0
     }
-    const end = input.length
-    while (end - pos >= CDC_MAX_BYTES) {
-      pos += this.emit(input, pos, pos + CDC_MAX_BYTES, out, sink)
-    }
-    this.reserve(end - pos)
-    input.copy(this.tail, 0, pos, end)
-    this.tailLength = end - pos
+    this.cutRest(input, pos, out, sink)
     return out
   }
 
@@ -117,6 +124,42 @@ export class Chunker {
     }
     this.tailLength = 0
     return out
+  }
+
+  /**
+   * Cuts the chunks that start in the tail, with up to CDC_MAX_BYTES of `input` appended as lookahead.
+   * Returns where the next chunk starts in `input`, or -1 when all of it went into the tail.
+   */
+  private useTail(input: Buffer, out: number[], sink: ChunkSink | undefined): number {
+    if (this.tailLength === 0) return 0
+    const old = this.tailLength
+    const take = Math.min(input.length, TAIL_CAPACITY - old)
+    this.reserve(old + take)
+    input.copy(this.tail, old, 0, take)
+    const filled = old + take
+    let p = 0
+    while (p < old && filled - p >= CDC_MAX_BYTES) {
+      p += this.emit(this.tail, p, p + CDC_MAX_BYTES, out, sink)
+    }
+    if (p < old) {
+      // Not enough bytes to decide, which means the whole block went into the tail.
+      if (p > 0) this.tail.copyWithin(0, p, filled)
+      this.tailLength = filled - p
+      return -1
+    }
+    this.tailLength = 0
+    return p - old
+  }
+
+  /** Cuts every chunk of `input` from `pos` that has CDC_MAX_BYTES after its start; keeps the rest. */
+  private cutRest(input: Buffer, pos: number, out: number[], sink: ChunkSink | undefined): void {
+    const end = input.length
+    while (end - pos >= CDC_MAX_BYTES) {
+      pos += this.emit(input, pos, pos + CDC_MAX_BYTES, out, sink)
+    }
+    this.reserve(end - pos)
+    input.copy(this.tail, 0, pos, end)
+    this.tailLength = end - pos
   }
 
   private emit(buf: Buffer, start: number, end: number, out: number[], sink: ChunkSink | undefined): number {

@@ -98,7 +98,7 @@ export async function digestFile(path: string, opts: DigestOptions = {}): Promis
         which ^= 1
         reading = fh.read(blocks[which]!, 0, n, pos)
       }
-      chunker.push(block.subarray(0, bytesRead), sink)
+      await chunker.pushOffThread(block.subarray(0, bytesRead), sink)
     }
     chunker.finish(sink)
     const statAfter = identityOf(await fh.stat({ bigint: true }))

@@ -5,6 +5,7 @@ import {
   CDC_MAX_BYTES,
   CDC_MIN_BYTES,
   CDC_NORMAL_BYTES,
+  CUT_TABLE,
   Chunker,
   GEAR,
   MASK_L,
@@ -13,6 +14,7 @@ import {
   cutLength,
 } from '../src/chunker.js'
 import { hash128, toHex } from '../src/hash.js'
+import { cutChunksOffThread } from '../src/native/chunker-addon.js'
 import { listVectors, readVector } from './helpers/vectors.js'
 
 // The generators of spec/README-chunker.md.
@@ -214,4 +216,69 @@ t.test('cutLength refuses a range outside the buffer', async (t) => {
   t.throws(() => cutLength(buf, 5, 4), RangeError)
   t.throws(() => cutLength(buf, -1, 4), RangeError)
   t.equal(cutLength(buf, 3, 10), 7)
+})
+
+// The addon's cutter (src/native/sfm_chunker.c), which pushOffThread hands the bulk of big blocks to.
+// `npm install` builds it; SFM_NO_CHUNKER_ADDON=1 runs sfm without it.
+t.ok(cutChunksOffThread !== undefined || process.env.SFM_NO_CHUNKER_ADDON === '1', 'the chunker addon loads')
+
+t.test('the addon cuts where the one-byte reference does', { skip: cutChunksOffThread ? false : 'addon not built' }, async (t) => {
+  const cutAddon = cutChunksOffThread!
+  const text = Buffer.from('sfm mirrors a folder; '.repeat(200_000))
+  for (const [name, input] of [['16 MiB of pseudo-random bytes', random16], ['zeros', Buffer.alloc(3 << 20)], ['text', text]] as const) {
+    const lengths = Array.from(await cutAddon(input, 0, input.length, true, CUT_TABLE))
+    t.same(lengths, refLengths(input), name)
+  }
+  // Without `final`, it stops where fewer than MAX_SIZE bytes remain: those chunks are not decided yet.
+  const rand = prng(11)
+  let mismatches = 0
+  for (let k = 0; k < 300; k++) {
+    const start = Math.floor(rand() * 1_000_000)
+    const end = start + Math.floor(rand() * 3 * CDC_MAX_BYTES)
+    const expected: number[] = []
+    for (let s = start; end - s >= CDC_MAX_BYTES; s += expected[expected.length - 1]!) expected.push(refCut(random16, s, end))
+    if (JSON.stringify(Array.from(await cutAddon(random16, start, end, false, CUT_TABLE))) !== JSON.stringify(expected)) mismatches++
+  }
+  t.equal(mismatches, 0, '300 random (start, end) ranges, not final')
+  t.same(Array.from(await cutAddon(random16, 5, 5, true, CUT_TABLE)), [], 'an empty range')
+  t.same(Array.from(await cutAddon(random16.subarray(100, 200), 0, 100, true, CUT_TABLE)), [100], 'a view: offsets are within it')
+})
+
+t.test('the addon refuses bad arguments with an error, not a crash', { skip: cutChunksOffThread ? false : 'addon not built' }, async (t) => {
+  const cutAddon = cutChunksOffThread as unknown as (...args: unknown[]) => Promise<Uint32Array>
+  const buf = Buffer.alloc(1000)
+  t.throws(() => cutAddon(buf, 0, 1001, true, CUT_TABLE), RangeError, 'end past the buffer')
+  t.throws(() => cutAddon(buf, 10, 5, true, CUT_TABLE), RangeError, 'start past end')
+  t.throws(() => cutAddon(buf, 0.5, 5, true, CUT_TABLE), RangeError, 'a fractional offset')
+  t.throws(() => cutAddon('bytes', 0, 5, true, CUT_TABLE), TypeError, 'a string')
+  t.throws(() => cutAddon(new Uint16Array(8), 0, 5, true, CUT_TABLE), TypeError, 'another typed array')
+  t.throws(() => cutAddon(buf, 0, 5, 1, CUT_TABLE), TypeError, 'final not a boolean')
+  t.throws(() => cutAddon(buf, 0, 5, true, new Int32Array(260)), TypeError, 'a short table')
+  const zeroMin = Int32Array.from(CUT_TABLE)
+  zeroMin[0] = 0
+  t.throws(() => cutAddon(buf, 0, 5, true, zeroMin), RangeError, 'MIN_SIZE 0')
+  t.throws(() => cutAddon(buf, 0, 5), TypeError, 'missing arguments')
+})
+
+t.test('pushOffThread gives the chunks and bytes of push, with the addon and without', async (t) => {
+  const input = random16.subarray(0, 9_000_011)
+  const whole = chunkLengths(input)
+  for (const [name, offThread] of [['addon', cutChunksOffThread], ['JavaScript', undefined]] as const) {
+    if (name === 'addon' && !offThread) continue
+    const rand = prng(5)
+    const c = new Chunker(offThread)
+    const seen: Buffer[] = []
+    const lengths: number[] = []
+    // blocks below and above the size that goes to the addon, reused as digestFile reuses them
+    for (let p = 0; p < input.length; ) {
+      const n = Math.min(rand() < 0.5 ? 1 + Math.floor(rand() * 300_000) : (1 << 20) + Math.floor(rand() * (3 << 20)), input.length - p)
+      const block = Buffer.from(input.subarray(p, p + n))
+      lengths.push(...(await c.pushOffThread(block, (chunk) => void seen.push(Buffer.from(chunk)))))
+      block.fill(0xee)
+      p += n
+    }
+    lengths.push(...c.finish((chunk) => void seen.push(Buffer.from(chunk))))
+    t.same(lengths, whole, `${name}: lengths`)
+    t.ok(Buffer.concat(seen).equals(input), `${name}: the bytes handed out are the input`)
+  }
 })

@@ -101,6 +101,7 @@ export interface StreamedFile {
 export async function streamNewFile(abs: string, conn: Connection, known: KnownContent, uploadId: number): Promise<StreamedFile | null> {
   const fd = openSync(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)
   blocks.open()
+  let reading: Promise<{ block: Buffer; n: number }> | null = null
   try {
     const before = identityOf(fstatSync(fd, { bigint: true }))
     const leafIds: Buffer[] = []
@@ -218,18 +219,36 @@ export async function streamNewFile(abs: string, conn: Connection, known: KnownC
     }
 
     const chunker = new Chunker()
-    for (let pos = 0; ; ) {
-      while (pending > MAX_PENDING_BYTES && failure === null) await new Promise<void>((r) => (wake = r))
-      if (failure !== null) throw failure
-      block = blocks.take()
-      const n = await new Promise<number>((resolve, reject) =>
-        read(fd, block, 0, block.length, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))),
+    // The next block is read while this one is cut (on the thread pool, where the addon is built).
+    const readAt = (pos: number): Promise<{ block: Buffer; n: number }> => {
+      const into = blocks.take()
+      return new Promise((resolve, reject) =>
+        read(fd, into, 0, into.length, pos, (err, n) => {
+          if (err) {
+            blocks.release(into.buffer)
+            reject(err)
+          } else resolve({ block: into, n })
+        }),
       )
-      if (n > 0) chunker.push(block.subarray(0, n), sink)
-      blocks.release(block.buffer) // the reader is done with it; groups may still hold it
-      if (n === 0) break
-      pos += n
     }
+    let next = readAt(0)
+    reading = next
+    for (let pos = 0; ; ) {
+      const got = await next
+      reading = null
+      block = got.block
+      const n = got.n
+      pos += n
+      if (n > 0) reading = next = readAt(pos)
+      try {
+        while (pending > MAX_PENDING_BYTES && failure === null) await new Promise<void>((r) => (wake = r))
+        if (failure === null && n > 0) await chunker.pushOffThread(block.subarray(0, n), sink)
+      } finally {
+        blocks.release(block.buffer) // the reader is done with it; groups may still hold it
+      }
+      if (failure !== null || n === 0) break
+    }
+    if (failure !== null) throw failure
     chunker.finish(sink)
     closeGroup()
     await sending
@@ -240,6 +259,9 @@ export async function streamNewFile(abs: string, conn: Connection, known: KnownC
     const tree = ContentTree.fromLeaves(Buffer.concat(leafIds), leafLengths)
     return { identity: before, tree, contentId: tree.contentId, dataBytes, refs }
   } finally {
+    // a read still under way must end before its descriptor is closed (and perhaps reused)
+    const last = await (reading as Promise<{ block: Buffer }> | null)?.catch(() => null)
+    if (last) blocks.release(last.block.buffer)
     closeSync(fd)
     blocks.close()
   }
