@@ -5,9 +5,10 @@ import { spawn } from 'node:child_process'
 import { closeSync, fdatasyncSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
-import { chunkLengths } from '../../src/chunker.js'
+import { CUT_TABLE, chunkLengths } from '../../src/chunker.js'
 import { digestBuffer } from '../../src/digest.js'
 import { hash128 } from '../../src/hash.js'
+import { cutChunksOffThread } from '../../src/native/chunker-addon.js'
 import { KeyStream } from './data.js'
 import { syncDisks } from './proc.js'
 import { CountingProxy } from './proxy.js'
@@ -22,6 +23,8 @@ export interface Limits {
   tcpMiBs: number
   tcpProxyMiBs: number
   chunkerMiBs: number
+  /** The addon's chunker (src/native/sfm_chunker.c) on one pool thread; null when it is not built. */
+  addonChunkerMiBs: number | null
   xxh3MiBs: number
   digestMiBs: number
 }
@@ -114,6 +117,17 @@ function cpuRate(bytes: number, passes: number, fn: () => unknown): number {
   return median(rates)
 }
 
+async function cpuRateAsync(bytes: number, passes: number, fn: () => Promise<unknown>): Promise<number> {
+  await fn() // warm-up
+  const rates: number[] = []
+  for (let i = 0; i < passes; i++) {
+    const t0 = now()
+    await fn()
+    rates.push(bytes / MiB / ((now() - t0) / 1000))
+  }
+  return median(rates)
+}
+
 export async function measureLimits(work: string, quick: boolean): Promise<Limits> {
   const diskBytes = (quick ? 256 : 1024) * MiB
   const path = join(work, 'limits.tmp')
@@ -125,10 +139,12 @@ export async function measureLimits(work: string, quick: boolean): Promise<Limit
   const tcpProxyMiBs = median([await tcp(tcpBytes, true), await tcp(tcpBytes, true), await tcp(tcpBytes, true)])
   const data = new KeyStream('chunker-limit').next(256 * MiB)
   const chunkerMiBs = cpuRate(data.length, 5, () => chunkLengths(data))
+  const cut = cutChunksOffThread
+  const addonChunkerMiBs = cut ? await cpuRateAsync(data.length, 5, () => cut(data, 0, data.length, true, CUT_TABLE)) : null
   // XXH3-128 per chunk-sized piece (32 KiB), as sfm hashes
   const xxh3MiBs = cpuRate(data.length, 5, () => {
     for (let off = 0; off < data.length; off += 32 * KiB) hash128(data.subarray(off, off + 32 * KiB))
   })
   const digestMiBs = cpuRate(data.length, 3, () => digestBuffer(data))
-  return { diskBytes, diskBufferedMiBs, diskFdatasyncMiBs, smallFlushMs, tcpBytes, tcpMiBs, tcpProxyMiBs, chunkerMiBs, xxh3MiBs, digestMiBs }
+  return { diskBytes, diskBufferedMiBs, diskFdatasyncMiBs, smallFlushMs, tcpBytes, tcpMiBs, tcpProxyMiBs, chunkerMiBs, addonChunkerMiBs, xxh3MiBs, digestMiBs }
 }

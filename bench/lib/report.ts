@@ -291,6 +291,7 @@ export function limitsTable(l: Limits): string[] {
     `| loopback TCP, node to node (${fmtBytes(l.tcpBytes)}) | ${r(l.tcpMiBs)} |`,
     `| loopback TCP through the counting proxy | ${r(l.tcpProxyMiBs)} |`,
     `| FastCDC chunkLengths (src/chunker.ts), 256 MiB in memory, one core | ${r(l.chunkerMiBs)} |`,
+    `| FastCDC in the addon (src/native/sfm_chunker.c, what sfmc uses for big blocks), one pool thread | ${l.addonChunkerMiBs === null ? 'not built' : r(l.addonChunkerMiBs)} |`,
     `| XXH3-128 (src/hash.ts) over 32 KiB pieces, one core | ${r(l.xxh3MiBs)} |`,
     `| digestBuffer (chunk + XXH3-128 + tree, src/digest.ts), one core | ${r(l.digestMiBs)} |`,
   ]
