@@ -102,18 +102,34 @@ export class Chunker {
    */
   async pushOffThread(block: Uint8Array, sink?: ChunkSink): Promise<number[]> {
     const out: number[] = []
+    const emit = (chunk: Buffer): void => {
+      out.push(chunk.length)
+      sink?.(chunk)
+    }
+    for (const chunk of await this.cutOffThread(block, emit)) emit(chunk)
+    return out
+  }
+
+  /**
+   * pushOffThread() in two steps, so that the caller can consume one block's chunks while the next
+   * block is cut. The chunks that start in the bytes kept from the last push go to `sink` at once, as
+   * views of a buffer the next push reuses. The promise brings the block's own chunks, which come
+   * after those, as views of `block`.
+   */
+  async cutOffThread(block: Uint8Array, sink: ChunkSink): Promise<Buffer[]> {
     const input = asBuffer(block)
-    let pos = this.useTail(input, out, sink)
-    if (pos < 0) return out
+    const lengths: number[] = []
+    let pos = this.useTail(input, lengths, sink)
+    if (pos < 0) return []
+    const views: Buffer[] = []
     if (this.offThread !== undefined && input.length - pos >= OFF_THREAD_BYTES) {
       for (const n of await this.offThread(input, pos, input.length, false, CUT_TABLE)) {
-        out.push(n)
-        if (sink !== undefined) sink(input.subarray(pos, pos + n))
+        views.push(input.subarray(pos, pos + n))
         pos += n
       }
     }
-    this.cutRest(input, pos, out, sink)
-    return out
+    this.cutRest(input, pos, lengths, (chunk) => void views.push(chunk))
+    return views
   }
 
   /** Cuts the rest as the end of the file and makes the chunker ready for another stream. */

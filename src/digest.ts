@@ -63,8 +63,9 @@ export function digestBuffer(buf: Uint8Array): Digest {
 }
 
 /**
- * Reads a regular file in blocks and digests it. The next block is read while the current one is
- * chunked and hashed, so memory is two blocks plus the chunk list, whatever the file's size.
+ * Reads a regular file in blocks and digests it, three steps at once: while one block is cut (on the
+ * thread pool, where the addon is built), the chunks of the block before are hashed, and the next
+ * block is read. Memory is three blocks plus the chunk list, whatever the file's size.
  */
 export async function digestFile(path: string, opts: DigestOptions = {}): Promise<FileDigest> {
   const blockBytes = opts.blockBytes ?? DEFAULT_BLOCK_BYTES
@@ -78,11 +79,14 @@ export async function digestFile(path: string, opts: DigestOptions = {}): Promis
     }
     const statBefore = identityOf(before)
     const leaves = new LeafCollector()
-    const sink = (chunk: Buffer): void => leaves.add(chunk)
+    // Chunks cut but not hashed yet, in file order: views of the block cut last, and copies of the
+    // chunks cut from the chunker's own buffer, which its next push reuses.
+    let unhashed: Buffer[] = []
+    const copyOf = (chunk: Buffer): void => void unhashed.push(Buffer.from(chunk))
     const chunker = new Chunker()
     // Blocks no larger than the file (plus one byte, so that one read reaches its end).
     const n = Math.max(1, Math.min(blockBytes, statBefore.size + 1))
-    const blocks = [Buffer.allocUnsafe(n), Buffer.allocUnsafe(n)]
+    const blocks: Buffer[] = [Buffer.allocUnsafe(n)] // more as the file needs them, up to three
     let which = 0
     let pos = 0
     reading = fh.read(blocks[0]!, 0, n, 0)
@@ -95,12 +99,15 @@ export async function digestFile(path: string, opts: DigestOptions = {}): Promis
       // A short read that reaches the size seen at open is the end of the file: this saves one read per
       // small file. A file that grew meanwhile shows in statAfter.
       if (bytesRead === n || pos < statBefore.size) {
-        which ^= 1
-        reading = fh.read(blocks[which]!, 0, n, pos)
+        which = (which + 1) % 3
+        reading = fh.read((blocks[which] ??= Buffer.allocUnsafe(n)), 0, n, pos)
       }
-      await chunker.pushOffThread(block.subarray(0, bytesRead), sink)
+      const cutting = chunker.cutOffThread(block.subarray(0, bytesRead), copyOf)
+      for (const chunk of unhashed) leaves.add(chunk)
+      unhashed = await cutting
     }
-    chunker.finish(sink)
+    for (const chunk of unhashed) leaves.add(chunk)
+    chunker.finish((chunk) => leaves.add(chunk))
     const statAfter = identityOf(await fh.stat({ bigint: true }))
     return { ...digestOf(leaves.ids(), leaves.lengths), statBefore, statAfter }
   } finally {

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { appendFileSync, lstatSync, symlinkSync } from 'node:fs'
+import { appendFileSync, lstatSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CDC_MAX_BYTES, CDC_MIN_BYTES } from '../src/chunker.js'
 import { digestBuffer, digestFile, sameIdentity, type Digest } from '../src/digest.js'
@@ -91,6 +91,14 @@ t.test('digestFile equals digestBuffer on real files, for any block size', async
   }
   const small = join(dir, 'f1000')
   t.same(plain(await digestFile(small, { blockBytes: 1 })), plain(digestBuffer(random.subarray(0, 1_000))), '1-byte reads')
+  // blocks big enough to be cut on the thread pool (where the addon is built), many of them, with
+  // the chunks of one block hashed while the next is cut
+  const big = counterBytes(11 << 20)
+  const bigPath = join(dir, 'big')
+  writeFileSync(bigPath, big)
+  for (const blockBytes of [1 << 20, (3 << 20) / 2 + 7, 4 << 20]) {
+    t.same(plain(await digestFile(bigPath, { blockBytes })), plain(digestBuffer(big)), `11 MiB in blocks of ${blockBytes} bytes`)
+  }
 })
 
 t.test('digestFile records the file before and after reading it', async (t) => {
