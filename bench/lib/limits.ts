@@ -3,13 +3,15 @@
 // counting proxy), and the speed of sfm's chunker and hash on one core.
 import { spawn } from 'node:child_process'
 import { closeSync, fdatasyncSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import net from 'node:net'
 import { join } from 'node:path'
 import { CUT_TABLE, chunkLengths } from '../../src/chunker.js'
 import { digestBuffer } from '../../src/digest.js'
 import { hash128 } from '../../src/hash.js'
-import { cutChunksOffThread } from '../../src/native/chunker-addon.js'
+import type { CutChunks } from '../../src/native/chunker-addon.js'
 import { KeyStream } from './data.js'
+import { REPO } from './tools.js'
 import { syncDisks } from './proc.js'
 import { CountingProxy } from './proxy.js'
 import { KiB, MiB, median, now, percentile } from './util.js'
@@ -117,6 +119,16 @@ function cpuRate(bytes: number, passes: number, fn: () => unknown): number {
   return median(rates)
 }
 
+/** The addon's cutter, from the repository's build: src/native/chunker-addon.ts finds it relative to
+ * itself, which the bench's compiled copy in build/ts/ is not. */
+function addonCutter(): CutChunks | undefined {
+  try {
+    return (createRequire(import.meta.url)(join(REPO, 'build/Release/sfm_chunker.node')) as { cutChunks: CutChunks }).cutChunks
+  } catch {
+    return undefined
+  }
+}
+
 async function cpuRateAsync(bytes: number, passes: number, fn: () => Promise<unknown>): Promise<number> {
   await fn() // warm-up
   const rates: number[] = []
@@ -139,7 +151,7 @@ export async function measureLimits(work: string, quick: boolean): Promise<Limit
   const tcpProxyMiBs = median([await tcp(tcpBytes, true), await tcp(tcpBytes, true), await tcp(tcpBytes, true)])
   const data = new KeyStream('chunker-limit').next(256 * MiB)
   const chunkerMiBs = cpuRate(data.length, 5, () => chunkLengths(data))
-  const cut = cutChunksOffThread
+  const cut = addonCutter()
   const addonChunkerMiBs = cut ? await cpuRateAsync(data.length, 5, () => cut(data, 0, data.length, true, CUT_TABLE)) : null
   // XXH3-128 per chunk-sized piece (32 KiB), as sfm hashes
   const xxh3MiBs = cpuRate(data.length, 5, () => {
