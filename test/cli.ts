@@ -359,6 +359,7 @@ t.test('sfmd: a port in use is one line naming the port, exit 3', async (t) => {
   const all = await run(t, serverMain, [join(dir, 'm2'), '--port', String(port)])
   oneLineError(t, all, 'sfmd', EXIT.ENVIRONMENT, new RegExp(`port ${port}\\b.*in use`), `--port ${port} on all addresses`)
   t.notMatch(all.stderr[0] ?? '', /\bon\s+is\b/, 'the message does not name an empty host ("on  is")')
+  t.notOk(existsSync(join(dir, 'm1')) || existsSync(join(dir, 'm2')), 'no mirror folder is left behind')
 })
 
 t.test('sfmd: a non-empty folder it did not create is exit 3 with the --adopt hint; --adopt accepts it', async (t) => {

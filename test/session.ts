@@ -823,3 +823,45 @@ t.test('with fsync, a burst of small files: data flushed before each link, each 
   t.ok(batches >= 4, `${batches} batches`)
   t.ok(flushes <= batches + 1, `${flushes} syncfs for ${batches} batches: a batch's data and the previous batch's links share one`)
 })
+
+t.test('a client that connects while the mirror is still opening is served once it is open', async (t) => {
+  // --adopt over files the journal does not cover: opening reads and indexes all of them
+  const files = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`f${i}`, randomBytes(256 << 10)]))
+  const dir = t.testdir({ m: files })
+  const port = await new Promise<number>((resolve) => {
+    const probe = net.createServer().listen(0, HOST, () => {
+      const { port } = probe.address() as net.AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
+  let open = false
+  const starting = SfmServer.start({ root: join(dir, 'm'), adopt: true, host: HOST, port, fsync: false, log: silentLogger }).then((s) => {
+    open = true
+    return s
+  })
+  t.teardown(async () => (await starting.catch(() => null))?.stop())
+  // connect as soon as the port takes connections (bounded: 2,000 tries, 1 ms apart)
+  let peer: RawPeer | null = null
+  let dropped: net.Socket | null = null
+  for (let i = 0; i < 2_000 && !peer; i++) {
+    const socket = net.connect({ host: HOST, port })
+    const up = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(true))
+      socket.once('error', () => resolve(false))
+    })
+    if (!up) {
+      await new Promise((r) => setTimeout(r, 1))
+      continue
+    }
+    dropped = socket // the first one leaves before the mirror is open: its place in the queue must go
+    socket.destroy()
+    peer = await RawPeer.connect(t, port)
+  }
+  t.ok(dropped, 'the port took connections')
+  t.notOk(open, 'both connections were made before the mirror was open')
+  const welcome = await peer!.handshake()
+  t.equal(welcome.type, 'welcome', 'the waiting connection got its WELCOME')
+  const server = await within(starting, 'the server to start')
+  t.ok(open, 'and the server is up')
+  t.equal(server.mirror.catalog.top.children.size, 200, 'with the adopted files in its catalog')
+})

@@ -57,11 +57,49 @@ export class SfmServer {
         throw new FatalError(`cannot use the TLS certificate and key: ${oneLine(err)}`, EXIT.ENVIRONMENT)
       }
     }
-    const mirror = await Mirror.open({ root: opts.root, adopt: opts.adopt ?? false, trashTtlMs: opts.trashTtlMs, index: opts.index, log })
-    const applier = new Applier(mirror, opts.fsync, log)
+    // The port is taken before the folder is touched: a server that cannot listen leaves no new mirror
+    // folder behind. Connections that come while the mirror opens wait for it.
     const listener = opts.tls ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key }) : net.createServer()
-    const server = new SfmServer(listener, mirror, applier, log)
     const maxPending = opts.maxPending ?? 256
+    let accept: ((socket: net.Socket) => void) | null = null
+    const early = new Set<net.Socket>()
+    listener.on(opts.tls ? 'secureConnection' : 'connection', (socket: net.Socket) => {
+      if (accept) return accept(socket)
+      // waiting for the mirror, bounded like connections in their handshake
+      if (early.size >= maxPending) {
+        const oldest = early.values().next().value!
+        early.delete(oldest)
+        oldest.destroy()
+      }
+      early.add(socket)
+      socket.on('error', () => {}) // a reset while it waits; its session reports its own errors
+      socket.once('close', () => early.delete(socket))
+    })
+    if (opts.tls) listener.on('tlsClientError', (err) => log.debug(`TLS handshake failed: ${err.message}`))
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', (err: NodeJS.ErrnoException) => {
+        const where = opts.host ? `port ${opts.port} on ${opts.host}` : `port ${opts.port}`
+        if (err.code === 'EADDRINUSE') {
+          reject(new FatalError(`${where} is already in use; choose another with --port`, EXIT.ENVIRONMENT))
+        } else if (err.code === 'EACCES') {
+          reject(new FatalError(`not allowed to listen on ${where}; use a port above 1023`, EXIT.ENVIRONMENT))
+        } else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') {
+          reject(new FatalError(`cannot listen on ${opts.host}: no such local address`, EXIT.ENVIRONMENT))
+        } else reject(err)
+      })
+      listener.listen(opts.port, opts.host || undefined, () => resolve())
+    })
+    let mirror: Mirror
+    try {
+      mirror = await Mirror.open({ root: opts.root, adopt: opts.adopt ?? false, trashTtlMs: opts.trashTtlMs, index: opts.index, log })
+    } catch (err) {
+      for (const socket of early) socket.destroy()
+      early.clear()
+      await new Promise<void>((resolve) => listener.close(() => resolve()))
+      throw err
+    }
+    const applier = new Applier(mirror, opts.fsync, log)
+    const server = new SfmServer(listener, mirror, applier, log)
     const policy = {
       token: opts.token ?? null,
       insecure: opts.insecure ?? false,
@@ -71,7 +109,7 @@ export class SfmServer {
       maxInflight: opts.maxInflight ?? 1_024,
       keepaliveMs: opts.keepaliveMs ?? 15_000,
     }
-    listener.on(opts.tls ? 'secureConnection' : 'connection', (socket: net.Socket) => {
+    accept = (socket) => {
       if (server.stopping) return void socket.destroy()
       // Hundreds of idle or garbage connections must not lock the real client out: when too many are
       // still in their handshake, the oldest of them goes (it has had the longest to say HELLO).
@@ -87,22 +125,9 @@ export class SfmServer {
       })
       server.sessions.add(session)
       socket.on('close', () => server.sessions.delete(session))
-    })
-    if (opts.tls) listener.on('tlsClientError', (err) => log.debug(`TLS handshake failed: ${err.message}`))
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', (err: NodeJS.ErrnoException) => {
-        void mirror.close()
-        const where = opts.host ? `port ${opts.port} on ${opts.host}` : `port ${opts.port}`
-        if (err.code === 'EADDRINUSE') {
-          reject(new FatalError(`${where} is already in use; choose another with --port`, EXIT.ENVIRONMENT))
-        } else if (err.code === 'EACCES') {
-          reject(new FatalError(`not allowed to listen on ${where}; use a port above 1023`, EXIT.ENVIRONMENT))
-        } else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') {
-          reject(new FatalError(`cannot listen on ${opts.host}: no such local address`, EXIT.ENVIRONMENT))
-        } else reject(err)
-      })
-      listener.listen(opts.port, opts.host || undefined, () => resolve())
-    })
+    }
+    for (const socket of early) accept(socket)
+    early.clear()
     listener.on('error', (err) => log.error(`listener: ${err.message}`))
     return server
   }
