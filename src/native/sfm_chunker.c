@@ -1,6 +1,6 @@
 /* sfm_chunker cuts content-defined chunks (PROTOCOL.md 5.4) on the libuv thread pool. A big file's
  * bytes pass through the chunker once per upload or digest: in JavaScript that is one core at about
- * 2 GB/s, on the main thread, which also frames and sends the chunks. Here it is about 3.5-4.4 GB/s on
+ * 2 GB/s, on the main thread, which also frames and sends the chunks. Here it is about 3.5-6 GB/s on
  * a pool thread, while the main thread hashes the previous block and talks to the socket.
  *
  * The parameters and the Gear table come from src/chunker.ts with each call, so the one definition
