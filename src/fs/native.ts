@@ -15,6 +15,7 @@ interface Binding {
   alignedBuffer(size: number): Buffer
   openTmpfile(dir: string, mode: number): number
   linkFd(fd: number, path: string): void
+  trimMemory(): boolean
 }
 
 const NS_PER_SEC = 1_000_000_000n
@@ -248,3 +249,9 @@ export const toLibuvTime = (ns: bigint): string => {
   const frac = (abs % NS_PER_SEC).toString().padStart(9, '0')
   return `${aim < 0n ? '-' : ''}${abs / NS_PER_SEC}.${frac}`
 }
+
+/**
+ * Hands the memory malloc keeps free back to the system (malloc_trim(3), glibc). True if some was
+ * released; false without the addon or off glibc.
+ */
+export const trimMemory = (): boolean => binding?.trimMemory() ?? false

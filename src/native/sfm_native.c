@@ -1,7 +1,8 @@
 /* sfm_native owns the file-system calls Node 20 lacks: utimensat(2) and futimens(2) with a
  * full-precision mtime (atime left alone), syncfs(2), copy_file_range(2), copies and writes with
  * O_DIRECT, cloned ranges (FICLONERANGE), and unnamed files
- * (open(2) with O_TMPFILE, then linkat(2) to give one a name). src/fs/native.ts is its only caller. */
+ * (open(2) with O_TMPFILE, then linkat(2) to give one a name); and malloc_trim(3), which Node has no
+ * call for either. src/fs/native.ts is its only caller. */
 
 #define _GNU_SOURCE /* syncfs(2), O_TMPFILE, AT_EMPTY_PATH, strerrorname_np(3) */
 #ifndef NAPI_VERSION
@@ -21,6 +22,10 @@
 #include <unistd.h>
 
 #include <node_api.h>
+
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim(3) */
+#endif
 
 #ifdef __linux__
 #include <linux/fs.h> /* FICLONERANGE */
@@ -783,6 +788,20 @@ static napi_value link_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* trimMemory(): boolean. Hands the memory malloc keeps free back to the system (malloc_trim(3)): after
+ * a big upload, sfmd's socket reads and copies leave tens of MiB free but mapped in malloc's arenas.
+ * True if some was released; false where there is no malloc_trim (not glibc). */
+static napi_value trim_memory(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+#ifdef __GLIBC__
+  NAPI_OK(napi_get_boolean(env, malloc_trim(0) == 1, &result));
+#else
+  NAPI_OK(napi_get_boolean(env, false, &result));
+#endif
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"utimesNs", NULL, utimes_ns, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -795,6 +814,7 @@ NAPI_MODULE_INIT() {
       {"alignedBuffer", NULL, aligned_buffer, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openTmpfile", NULL, open_tmpfile, NULL, NULL, NULL, napi_enumerable, NULL},
       {"linkFd", NULL, link_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"trimMemory", NULL, trim_memory, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -6,6 +6,7 @@ import tls from 'node:tls'
 import { FatalError, EXIT } from '../fatal.js'
 import type { Logger } from '../log.js'
 import { Applier } from './applier.js'
+import { MemoryTrim } from './memory-trim.js'
 import { Mirror } from './mirror.js'
 import type { IndexLimits } from './store/content-index.js'
 import { Session } from './session.js'
@@ -39,6 +40,7 @@ export class SfmServer {
   private readonly sessions = new Set<Session>()
   private owner: { clientId: Buffer; name: string; session: Session } | null = null
   private stopping = false
+  private readonly memory = new MemoryTrim()
 
   private constructor(
     private readonly listener: net.Server,
@@ -124,6 +126,7 @@ export class SfmServer {
         log,
       })
       server.sessions.add(session)
+      socket.on('data', (data: Buffer) => server.memory.received(data.length))
       socket.on('close', () => server.sessions.delete(session))
     }
     for (const socket of early) accept(socket)
@@ -162,6 +165,7 @@ export class SfmServer {
     await Promise.race([this.applier.idle(), grace])
     for (const s of this.sessions) s.terminate('SFM_ERR_SHUTDOWN', 'the server is stopping')
     await Promise.race([closed, new Promise((r) => setTimeout(r, 500).unref())])
+    this.memory.stop()
     await this.mirror.close()
   }
 }
