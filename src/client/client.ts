@@ -10,6 +10,7 @@ import type { Logger } from '../log.js'
 import { MAX_CLIENT_NAME_BYTES } from '../protocol/constants.js'
 import { fitUtf8 } from '../protocol/text.js'
 import { VERSION } from '../util/version.js'
+import { MemoryTrim } from '../util/memory-trim.js'
 import { LockHeld, PidLock } from '../util/pid-lock.js'
 import { Connection, ConnectionError, type TlsOptions } from './connection.js'
 import { IgnoreRules } from './ignore-rules.js'
@@ -69,6 +70,7 @@ export class SfmClient {
   private lockFile: PidLock | null = null
   private counted = { sent: 0, received: 0 }
   private rescanTimer: NodeJS.Timeout | null = null
+  private readonly memory = new MemoryTrim()
 
   constructor(private readonly opts: ClientOptions) {}
 
@@ -125,6 +127,7 @@ export class SfmClient {
       return await this.loop(syncer, { clientId: id, clientName: name, token: o.token })
     } finally {
       if (this.rescanTimer) clearInterval(this.rescanTimer)
+      this.memory.stop()
       await this.watch?.close()
       await this.lockFile?.release()
     }
@@ -169,6 +172,15 @@ export class SfmClient {
       lastError = ''
       noGreeting = 0
       o.log.info(`connected to ${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port}`)
+      // a watching client runs for months: what a big sync leaves free in malloc goes back once quiet
+      let wire = 0
+      const trimWatch = o.once
+        ? null
+        : setInterval(() => {
+            const now = conn.wireBytesSent + conn.wireBytesReceived
+            if (now > wire) this.memory.moved(now - wire)
+            wire = now
+          }, 1_000).unref()
       try {
         await syncer.run(conn, o.once)
         conn.close()
@@ -193,6 +205,8 @@ export class SfmClient {
         lastConnected = Date.now()
         backoff = BACKOFF_FIRST_MS
         await this.sleep(backoff)
+      } finally {
+        if (trimWatch) clearInterval(trimWatch)
       }
     }
     return EXIT.OK

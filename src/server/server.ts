@@ -6,7 +6,7 @@ import tls from 'node:tls'
 import { FatalError, EXIT } from '../fatal.js'
 import type { Logger } from '../log.js'
 import { Applier } from './applier.js'
-import { MemoryTrim } from './memory-trim.js'
+import { MemoryTrim } from '../util/memory-trim.js'
 import { Mirror } from './mirror.js'
 import type { IndexLimits } from './store/content-index.js'
 import { Session } from './session.js'
@@ -126,7 +126,7 @@ export class SfmServer {
         log,
       })
       server.sessions.add(session)
-      socket.on('data', (data: Buffer) => server.memory.received(data.length))
+      socket.on('data', (data: Buffer) => server.memory.moved(data.length))
       socket.on('close', () => server.sessions.delete(session))
     }
     for (const socket of early) accept(socket)
