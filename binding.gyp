@@ -1,4 +1,5 @@
-# Builds build/Release/sfm_native.node, sfm_folder.node and sfm_chunker.node (see
+# Builds build/Release/sfm_native.node, sfm_folder.node and sfm_chunker.node (the first and last share
+# src/native/sfm_napi.h; see
 # scripts/build-native.mjs, src/fs/native.ts, src/fs/folder-addon.ts and src/native/chunker-addon.ts).
 {
   "target_defaults": {

@@ -16,10 +16,7 @@
 
 #include <node_api.h>
 
-#define NAPI_OK(call)                                                                              \
-  do {                                                                                             \
-    if ((call) != napi_ok) return NULL;                                                            \
-  } while (0)
+#include "sfm_napi.h"
 
 /* [MIN_SIZE, NORMAL_SIZE, MAX_SIZE, MASK_S, MASK_L, GEAR[0..255]], as src/chunker.ts lays it out. */
 #define TABLE_WORDS (5 + 256)
@@ -33,8 +30,8 @@ typedef struct {
   int final;
   uint32_t min, normal, max, mask_s, mask_l;
   uint32_t gear[256];
-  uint32_t *lengths; /* out: the chunk lengths, in order */
   size_t count;
+  uint32_t lengths[]; /* out: the chunk lengths, in order (one allocation with the job) */
 } CutJob;
 
 /* The length of the chunk at the start of `b`, `r` bytes remaining: the pseudo-code of 5.4. */
@@ -84,7 +81,6 @@ static void cut_complete(napi_env env, napi_status status, void *data) {
   }
   napi_delete_reference(env, job->keep);
   napi_delete_async_work(env, job->work);
-  free(job->lengths);
   free(job);
 }
 
@@ -141,15 +137,12 @@ static napi_value cut_chunks(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  CutJob *job = calloc(1, sizeof *job);
   /* every chunk but the last has at least MIN bytes */
-  uint32_t *lengths = job ? malloc(((end - start) / t[0] + 1) * sizeof *lengths) : NULL;
-  if (lengths == NULL) {
-    free(job);
+  CutJob *job = calloc(1, sizeof *job + ((end - start) / t[0] + 1) * sizeof job->lengths[0]);
+  if (job == NULL) {
     napi_throw_error(env, "ENOMEM", "cutChunks: out of memory");
     return NULL;
   }
-  job->lengths = lengths;
   job->data = (const uint8_t *)bytes + start;
   job->length = end - start;
   job->final = final;
@@ -160,24 +153,8 @@ static napi_value cut_chunks(napi_env env, napi_callback_info info) {
   job->mask_l = t[4];
   memcpy(job->gear, t + 5, sizeof job->gear);
 
-  napi_value promise, name;
-  if (napi_create_reference(env, argv[0], 1, &job->keep) != napi_ok) goto fail;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "sfm:cut_chunks", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, cut_execute, cut_complete, job, &job->work) != napi_ok) {
-    napi_delete_reference(env, job->keep);
-    goto fail;
-  }
-  if (napi_queue_async_work(env, job->work) != napi_ok) {
-    napi_delete_async_work(env, job->work);
-    napi_delete_reference(env, job->keep);
-    goto fail;
-  }
-  return promise;
-fail:
-  free(lengths);
-  free(job);
-  return NULL;
+  return queue_job_keeping(env, argv[0], &job->keep, "sfm:cut_chunks", cut_execute, cut_complete, job, &job->work,
+                           &job->deferred);
 }
 
 NAPI_MODULE_INIT() {

@@ -23,6 +23,8 @@
 
 #include <node_api.h>
 
+#include "sfm_napi.h"
+
 #ifdef __GLIBC__
 #include <malloc.h> /* malloc_trim(3) */
 #endif
@@ -30,13 +32,6 @@
 #ifdef __linux__
 #include <linux/fs.h> /* FICLONERANGE */
 #endif
-
-/* Any failed napi_* call means a programming error or a pending exception: bail out and let the
- * pending exception (if any) reach JS. */
-#define NAPI_OK(call)                                                                              \
-  do {                                                                                             \
-    if ((call) != napi_ok) return NULL;                                                            \
-  } while (0)
 
 /* Node's fs errors carry libuv's names; these are the POSIX names, which coincide for everything
  * these three syscalls can return. */
@@ -253,25 +248,6 @@ static napi_value futimes_ns(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* Queues `job` on the libuv thread pool and returns the promise its completion settles. On failure
- * the job is freed and the pending exception is thrown to the caller. */
-static napi_value queue_job(napi_env env, const char *label, napi_async_execute_callback execute,
-                            napi_async_complete_callback complete, void *job, napi_async_work *work,
-                            napi_deferred *deferred) {
-  napi_value promise, name;
-  if (napi_create_promise(env, deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, label, NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, complete, job, work) != napi_ok) {
-    free(job); /* the promise, if made, is dropped unsettled; the pending exception is thrown */
-    return NULL;
-  }
-  if (napi_queue_async_work(env, *work) != napi_ok) {
-    napi_delete_async_work(env, *work);
-    free(job);
-    return NULL;
-  }
-  return promise;
-}
 
 /* syncfs runs on the libuv thread pool: it can take seconds on a busy disk. */
 typedef struct {
@@ -678,14 +654,8 @@ static napi_value write_direct_async(napi_env env, napi_callback_info info) {
   }
   job->data = bytes;
   job->length = (size_t)length;
-  if (napi_create_reference(env, argv[1], 1, &job->keep) != napi_ok) {
-    free(job);
-    return NULL;
-  }
-  napi_ref keep = job->keep;
-  napi_value promise = queue_job(env, "sfm:write_direct", write_direct_execute, write_direct_complete, job, &job->work, &job->deferred);
-  if (promise == NULL) napi_delete_reference(env, keep); /* queue_job freed the job */
-  return promise;
+  return queue_job_keeping(env, argv[1], &job->keep, "sfm:write_direct", write_direct_execute, write_direct_complete, job,
+                           &job->work, &job->deferred);
 }
 
 static void free_aligned(napi_env env, void *data, void *hint) {
