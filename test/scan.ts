@@ -59,6 +59,21 @@ t.test('reports files, directories and symlinks with their fields', async t => {
   t.equal(link.mtimeNs, 1_999_999_999n, 'the link own mtime, not its target')
 })
 
+t.test('skips an entry whose time does not fit int64 nanoseconds, with one warning', async t => {
+  const root = t.testdir({ 'far.txt': 'from 2300\n', 'near.txt': 'now\n', 'nanos.txt': 'exact\n' })
+  // 2300-01-01: past 2262, where int64 nanoseconds end (PROTOCOL.md 3.4's mtime_ns)
+  execFileSync('touch', ['-h', '-m', '-d', '@10413792000', join(root, 'far.txt')])
+  // the last second that fits, to the nanosecond: kept exactly
+  touchNs(join(root, 'nanos.txt'), 9_223_372_035, 999_999_999)
+  const { entries, warnings } = await scan(root)
+  t.same(sortedKeys(entries), ['nanos.txt', 'near.txt'])
+  t.equal(entries.get('nanos.txt')?.mtimeNs, 9_223_372_035_999_999_999n, 'a time near the end of the range is exact')
+  t.same(warnings, ['skipping "far.txt": lstat failed (EOVERFLOW)'])
+  const one: string[] = []
+  t.equal(await statEntry(root, 'far.txt', { onWarning: msg => one.push(msg) }), null, 'statEntry skips it too')
+  t.same(one, ['skipping "far.txt": lstat failed (EOVERFLOW)'])
+})
+
 t.test('does not follow a symlink to a directory', async t => {
   const root = t.testdir({ real: { inside: 'x' } })
   fs.symlinkSync('real', join(root, 'link'))

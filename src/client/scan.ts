@@ -1,7 +1,9 @@
 // Reads the client's folder into LocalEntry records keyed by wire path, never following a symlink.
 import { type BigIntStats, constants as fsc, lstat, readdir, readlink } from 'node:fs'
 import { lstat as lstatAsync, readlink as readlinkAsync, stat as statAsync } from 'node:fs/promises'
+import { constants as osc } from 'node:os'
 import { resolve } from 'node:path'
+import { errnoError } from '../fs/folder-addon.js'
 import { type EntryStat, type ListedEntry, listDirFunction } from '../fs/list-dir.js'
 import { MAX_PATH_BYTES } from '../protocol/constants.js'
 import { RESERVED_NAME, checkWirePath, describePath, joinWire, nameProblem } from '../protocol/paths.js'
@@ -115,7 +117,12 @@ export async function statEntry(root: string, wirePath: string, opts: StatOption
     await rootIdentity(rootPath)
     return null
   }
-  return toEntry(path, wirePath, statOf(st), warn)
+  const stat = statOf(st, path)
+  if (stat instanceof Error) {
+    warn(`skipping ${describePath(wirePath)}: ${errorText(stat)}`)
+    return null
+  }
+  return toEntry(path, wirePath, stat, warn)
 }
 
 // The walk runs on fs callbacks rather than fs.promises: with 64 calls in flight, a promise per call costs
@@ -191,7 +198,7 @@ class Scan {
     this.schedule(() =>
       lstat(path, { bigint: true }, (err, st) =>
         this.finish(() => {
-          this.found(wire, path, err ?? statOf(st))
+          this.found(wire, path, err ?? statOf(st, path))
         }),
       ),
     )
@@ -383,7 +390,17 @@ function decodedExactly(text: string, bytes: Buffer): boolean {
   return !text.includes('\uFFFD') || Buffer.from(text, 'utf8').equals(bytes)
 }
 
-function statOf(st: BigIntStats): EntryStat {
+const I64_MIN = -(2n ** 63n)
+const I64_MAX = 2n ** 63n - 1n
+
+/**
+ * What the scan keeps of an lstat, or EOVERFLOW (as the folder addon reports it) for a time outside
+ * int64 nanoseconds, 1678 to 2262: mtime_ns on the wire could not carry it (PROTOCOL.md 3.4).
+ */
+function statOf(st: BigIntStats, path: string): EntryStat | NodeJS.ErrnoException {
+  for (const ns of [st.mtimeNs, st.ctimeNs]) {
+    if (ns < I64_MIN || ns > I64_MAX) return errnoError(osc.errno.EOVERFLOW, 'lstat', path)
+  }
   return { mode: Number(st.mode), size: Number(st.size), ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs }
 }
 

@@ -25,5 +25,3 @@ export function errnoError(errno: number, syscall: string, path: string): NodeJS
   const code = getSystemErrorName(-errno)
   return Object.assign(new Error(`${code}: ${syscall} failed, '${path}'`), { errno: -errno, code, syscall, path })
 }
-
-export const NS_PER_SEC = 1_000_000_000n

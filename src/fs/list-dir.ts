@@ -1,7 +1,7 @@
 // A directory's entries with their lstat, in one call (src/native/sfm_folder.c): what the folder scan
 // does for every directory. Optional like the other addon: null from listDirFunction() means the
 // caller lists with readdir and lstat.
-import { NS_PER_SEC, errnoError, folderBinding } from './folder-addon.js'
+import { errnoError, folderBinding } from './folder-addon.js'
 
 /** What lstat says of one entry, as the scan needs it. */
 export interface EntryStat {
@@ -24,7 +24,8 @@ export interface ListedEntry {
 
 export type ListDir = (path: string, opts: { noFollow: boolean }) => Promise<ListedEntry[]>
 
-const STAT_BYTES = 52
+const STAT_BYTES = 44
+const TWO_32 = 2 ** 32
 
 /** Lists `path` (following it if it is a symlink, unless noFollow) and lstats each entry. */
 async function listDir(path: string, opts: { noFollow: boolean }): Promise<ListedEntry[]> {
@@ -49,10 +50,10 @@ async function listDir(path: string, opts: { noFollow: boolean }): Promise<Liste
       rawName,
       stat: {
         mode: buf.readUInt32LE(at),
-        size: Number(buf.readBigUInt64LE(at + 4)),
+        size: buf.readUInt32LE(at + 4) + buf.readUInt32LE(at + 8) * TWO_32,
         ino: buf.readBigUInt64LE(at + 12),
-        mtimeNs: buf.readBigInt64LE(at + 28) * NS_PER_SEC + BigInt(buf.readUInt32LE(at + 36)),
-        ctimeNs: buf.readBigInt64LE(at + 40) * NS_PER_SEC + BigInt(buf.readUInt32LE(at + 48)),
+        mtimeNs: buf.readBigInt64LE(at + 28),
+        ctimeNs: buf.readBigInt64LE(at + 36),
       },
     })
     at += STAT_BYTES
