@@ -50,6 +50,8 @@ const SAMPLES: Record<MessageTag, Message> = {
   haveReply: { type: 'haveReply', requestId: 7, have: [true] },
   list: { type: 'list', requestId: 7 },
   listing: { type: 'listing', requestId: 7, last: true, entries: [] },
+  digestQuery: { type: 'digestQuery', requestId: 7 },
+  digestReply: { type: 'digestReply', requestId: 7, digest: HASH },
   chunk: { type: 'chunk', uploadId: 7, hash: HASH, data: Buffer.from('data') },
   refs: { type: 'refs', uploadId: 7, refs: [{ hash: HASH, length: 4 }] },
   commit: { type: 'commit', uploadId: 7, path: 'a', mode: 0o644, mtimeNs: 1n, size: 4, contentId: HASH },
@@ -61,7 +63,7 @@ const SAMPLES: Record<MessageTag, Message> = {
   setattr: { type: 'setattr', requestId: 7, path: 'a', mode: 0o600, mtimeNs: 1n },
 }
 const ALL_TAGS = Object.keys(SAMPLES) as MessageTag[]
-const REPLIES: readonly MessageTag[] = ['ok', 'error', 'haveReply', 'listing']
+const REPLIES: readonly MessageTag[] = ['ok', 'error', 'haveReply', 'listing', 'digestReply']
 
 function identity(token: Buffer | null = null): ClientIdentity {
   return { clientId: CLIENT_ID, clientNonce: CLIENT_NONCE, clientName: 'sfmc test', token }
@@ -81,11 +83,11 @@ function machineIn(state: Exclude<ClientState, 'closed'>, token: Buffer | null =
 
 const kinds = (actions: ClientAction[]): string[] => actions.map((a) => a.kind)
 
-t.test('hello() offers version 1 and XXH3-128 with the identity', async (t) => {
+t.test('hello() offers versions 1..2 and XXH3-128 with the identity', async (t) => {
   t.same(new ClientMachine(identity()).hello(), {
     type: 'hello',
     minVersion: 1,
-    maxVersion: 1,
+    maxVersion: 2,
     clientId: CLIENT_ID,
     clientNonce: CLIENT_NONCE,
     algos: [HASH_ALGO.XXH3_128],
@@ -107,6 +109,13 @@ t.test('WELCOME decides the handshake', async (t) => {
       token: null,
       welcome: WELCOME,
       expect: [{ kind: 'ready', welcome: WELCOME }],
+      state: 'ready',
+    },
+    {
+      name: 'version 2 (the client offers 1..2): ready',
+      token: null,
+      welcome: { ...WELCOME, version: 2 },
+      expect: [{ kind: 'ready', welcome: { ...WELCOME, version: 2 } }],
       state: 'ready',
     },
     {
@@ -139,7 +148,8 @@ t.test('WELCOME decides the handshake', async (t) => {
       code: 'SFM_ERR_AUTH_FAILED',
       text: /token/,
     },
-    { name: 'a version the client did not offer', token: null, welcome: { ...WELCOME, version: 2 }, code: 'SFM_ERR_VERSION', text: /2/ },
+    { name: 'a version above those the client offered', token: null, welcome: { ...WELCOME, version: 3 }, code: 'SFM_ERR_VERSION', text: /3/ },
+    { name: 'a version below those the client offered', token: null, welcome: { ...WELCOME, version: 0 }, code: 'SFM_ERR_VERSION', text: /0/ },
     // PROTOCOL.md names no code for this; VERSION or HASH_ALGO both describe it.
     { name: 'an algorithm the client did not offer', token: null, welcome: { ...WELCOME, algo: 2 }, code: /^SFM_ERR_(VERSION|HASH_ALGO)$/, text: /algorithm 2/ },
   ]

@@ -92,10 +92,12 @@ const REPLY_MS = 15_000
 const CASES_PER_CONNECTION = 40
 const HOST = '127.0.0.1'
 const FUZZ_ID = Buffer.alloc(16, 0xf2)
+/** The fuzzer's sessions speak version 1, as a client written against version 1 would. */
+const SESSION_VERSION = 1
 const VALID_HELLO = frameOf({
   type: 'hello',
-  minVersion: 1,
-  maxVersion: 1,
+  minVersion: SESSION_VERSION,
+  maxVersion: SESSION_VERSION,
   clientId: FUZZ_ID,
   clientNonce: Buffer.alloc(16, 7),
   algos: [HASH_ALGO.XXH3_128],
@@ -580,6 +582,7 @@ const MAX_INFLIGHT = 4096
 /** PROTOCOL.md 8.1 and 9, and the id rules of section 7, for a stream sent to a ready session. */
 function planReady(bytes: Buffer, model: ServerModel): Plan {
   const d = new FrameDecoder({ maxFrameBytes: MAX_FRAME_BYTES, expectMagic: false })
+  d.useVersion(SESSION_VERSION) // DIGEST? and DIGEST_REPLY are unknown types there [M-DIGEST-2]
   const { messages, error } = d.push(bytes)
   const open = new Set(model.open)
   const pending = new Set<number>()
@@ -669,7 +672,7 @@ function planHandshake(stream: Buffer): Plan {
   if (!first) return plan(error ? { kind: 'die', code: error.code, why: error.message } : { kind: 'unknown', why: 'incomplete' })
   if (first.type === 'error' && first.requestId === 0) return plan({ kind: 'die', code: null, why: 'ERROR 0 first' })
   if (first.type !== 'hello') return plan({ kind: 'die', code: 'SFM_ERR_UNEXPECTED', why: `${first.type} before HELLO` })
-  if (first.minVersion > 1 || first.maxVersion < 1) return plan({ kind: 'die', code: 'SFM_ERR_VERSION', why: 'version' })
+  if (first.minVersion > 2 || first.maxVersion < 1) return plan({ kind: 'die', code: 'SFM_ERR_VERSION', why: 'version' })
   if (!first.algos.includes(HASH_ALGO.XXH3_128)) return plan({ kind: 'die', code: 'SFM_ERR_HASH_ALGO', why: 'algo' })
   return plan({ kind: 'unknown', why: 'a good HELLO: the rest races the frame limit, and another client may own the mirror' })
 }

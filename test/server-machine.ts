@@ -2,7 +2,7 @@
 // (PROTOCOL.md 8.1, 10, 9.1). No sockets: every case builds a machine, drives it to a state, feeds one message.
 import t from 'tap'
 import { clientMac, serverMac } from '../src/protocol/auth.js'
-import { HASH_ALGO, PROTOCOL_VERSION } from '../src/protocol/constants.js'
+import { HASH_ALGO } from '../src/protocol/constants.js'
 import type { Hello, Message, MessageTag } from '../src/protocol/messages.js'
 import { ServerMachine, type ServerAction, type ServerPolicy, type ServerState } from '../src/server/machine.js'
 
@@ -18,7 +18,7 @@ const HASH = bytes(16, 0xab)
 const HELLO: Hello = {
   type: 'hello',
   minVersion: 1,
-  maxVersion: 1,
+  maxVersion: 2,
   clientId: CLIENT_ID,
   clientNonce: CLIENT_NONCE,
   algos: [HASH_ALGO.XXH3_128],
@@ -51,6 +51,8 @@ const SAMPLES: Record<MessageTag, Message> = {
   haveReply: { type: 'haveReply', requestId: 7, have: [true] },
   list: { type: 'list', requestId: 7 },
   listing: { type: 'listing', requestId: 7, last: true, entries: [] },
+  digestQuery: { type: 'digestQuery', requestId: 7 },
+  digestReply: { type: 'digestReply', requestId: 7, digest: HASH },
   chunk: { type: 'chunk', uploadId: 7, hash: HASH, data: Buffer.from('data') },
   refs: { type: 'refs', uploadId: 7, refs: [{ hash: HASH, length: 4 }] },
   commit: { type: 'commit', uploadId: 7, path: 'a/b', mode: 0o644, mtimeNs: 1n, size: 4, contentId: HASH },
@@ -67,6 +69,7 @@ const ALL_TAGS = Object.keys(SAMPLES) as MessageTag[]
 const REQUESTS: readonly MessageTag[] = [
   'haveQuery',
   'list',
+  'digestQuery',
   'chunk',
   'refs',
   'commit',
@@ -78,7 +81,7 @@ const REQUESTS: readonly MessageTag[] = [
   'setattr',
 ]
 /** Server-to-client messages: never acceptable from a client. */
-const SERVER_DIRECTION: readonly MessageTag[] = ['welcome', 'ok', 'haveReply', 'listing', 'authOk']
+const SERVER_DIRECTION: readonly MessageTag[] = ['welcome', 'ok', 'haveReply', 'listing', 'digestReply', 'authOk']
 
 interface TestPolicy extends ServerPolicy {
   /** Every claim() call, in order. */
@@ -239,19 +242,22 @@ t.test('fail() ends the session with one fail action', async (t) => {
 })
 
 t.test('HELLO: versions and hash algorithms [M-HELLO-3]', async (t) => {
-  type Row = { name: string; hello: Partial<Hello>; code?: 'SFM_ERR_VERSION' | 'SFM_ERR_HASH_ALGO'; algo?: number }
+  type Row = { name: string; hello: Partial<Hello>; code?: 'SFM_ERR_VERSION' | 'SFM_ERR_HASH_ALGO'; algo?: number; version?: number }
   const rows: Row[] = [
-    { name: 'exactly version 1', hello: { minVersion: 1, maxVersion: 1 }, algo: 1 },
-    { name: 'versions 0..1', hello: { minVersion: 0, maxVersion: 1 }, algo: 1 },
-    { name: 'versions 1..9', hello: { minVersion: 1, maxVersion: 9 }, algo: 1 },
-    { name: 'versions 0..65535', hello: { minVersion: 0, maxVersion: 0xffff }, algo: 1 },
+    { name: 'exactly version 1', hello: { minVersion: 1, maxVersion: 1 }, algo: 1, version: 1 },
+    { name: 'versions 0..1', hello: { minVersion: 0, maxVersion: 1 }, algo: 1, version: 1 },
+    { name: 'versions 1..2', hello: { minVersion: 1, maxVersion: 2 }, algo: 1, version: 2 },
+    { name: 'exactly version 2', hello: { minVersion: 2, maxVersion: 2 }, algo: 1, version: 2 },
+    { name: 'versions 2..3', hello: { minVersion: 2, maxVersion: 3 }, algo: 1, version: 2 },
+    { name: 'versions 1..9', hello: { minVersion: 1, maxVersion: 9 }, algo: 1, version: 2 },
+    { name: 'versions 0..65535', hello: { minVersion: 0, maxVersion: 0xffff }, algo: 1, version: 2 },
     { name: 'version 0 only', hello: { minVersion: 0, maxVersion: 0 }, code: 'SFM_ERR_VERSION' },
-    { name: 'versions 2..3', hello: { minVersion: 2, maxVersion: 3 }, code: 'SFM_ERR_VERSION' },
+    { name: 'versions 3..4', hello: { minVersion: 3, maxVersion: 4 }, code: 'SFM_ERR_VERSION' },
     { name: 'version 65535 only', hello: { minVersion: 0xffff, maxVersion: 0xffff }, code: 'SFM_ERR_VERSION' },
-    { name: 'algorithm 1 after others', hello: { algos: [7, 2, 1] }, algo: 1 },
+    { name: 'algorithm 1 after others', hello: { algos: [7, 2, 1] }, algo: 1, version: 2 },
     { name: 'algorithms 2 and 3 only', hello: { algos: [2, 3] }, code: 'SFM_ERR_HASH_ALGO' },
     { name: 'algorithm 0 only', hello: { algos: [0] }, code: 'SFM_ERR_HASH_ALGO' },
-    { name: 'no common version and no common algorithm', hello: { minVersion: 2, maxVersion: 2, algos: [9] }, code: 'SFM_ERR_VERSION' },
+    { name: 'no common version and no common algorithm', hello: { minVersion: 3, maxVersion: 3, algos: [9] }, code: 'SFM_ERR_VERSION' },
   ]
   for (const row of rows) {
     const { m, p } = machineIn('awaitHello')
@@ -263,16 +269,28 @@ t.test('HELLO: versions and hash algorithms [M-HELLO-3]', async (t) => {
       t.equal(p.claims.length, 0, `${row.name}: the mirror is not claimed`)
     } else {
       t.same(kinds(actions), ['send', 'ready'], `${row.name}: WELCOME, then ready`)
-      t.equal(welcomeOf(actions)?.version, PROTOCOL_VERSION, `${row.name}: version 1`)
+      t.equal(welcomeOf(actions)?.version, row.version, `${row.name}: version ${row.version}, the highest both speak`)
       t.equal(welcomeOf(actions)?.algo, row.algo, `${row.name}: algorithm ${row.algo}`)
       t.equal(m.state, 'ready', `${row.name}: ready`)
     }
   }
   // The text should name what the server supports.
   const { m } = machineIn('awaitHello')
-  t.match(failOf(m.receive({ ...HELLO, minVersion: 2, maxVersion: 3 }))?.message, /\b1\b.*2\.\.3/, 'the text names version 1 and the range offered')
+  t.match(failOf(m.receive({ ...HELLO, minVersion: 3, maxVersion: 4 }))?.message, /\b1\.\.2\b.*3\.\.4/, 'the text names versions 1..2 and the range offered')
   const { m: m2 } = machineIn('awaitHello')
   t.match(failOf(m2.receive({ ...HELLO, algos: [2, 3] }))?.message, /XXH3-128/, 'the text names XXH3-128')
+})
+
+t.test('DIGEST? is a request from version 2 on, an unknown type on version 1 [M-DIGEST-2]', async (t) => {
+  const query = { type: 'digestQuery', requestId: 5 } as const
+  const v2 = machineIn('awaitHello').m
+  v2.receive({ ...HELLO, minVersion: 1, maxVersion: 2 })
+  t.same(v2.receive(query), [{ kind: 'request', message: query }], 'version 2: handed to the session')
+  t.equal(v2.state, 'ready')
+  const v1 = machineIn('awaitHello').m
+  v1.receive({ ...HELLO, minVersion: 1, maxVersion: 1 })
+  t.match(v1.receive(query), [{ kind: 'fail', code: 'SFM_ERR_UNKNOWN_TYPE', message: /version 1/ }], 'version 1: SFM_ERR_UNKNOWN_TYPE')
+  t.equal(v1.state, 'closed')
 })
 
 t.test('WELCOME carries the policy values', async (t) => {
@@ -282,7 +300,7 @@ t.test('WELCOME carries the policy values', async (t) => {
       kind: 'send',
       message: {
         type: 'welcome',
-        version: 1,
+        version: 2,
         algo: 1,
         authRequired: false,
         serverNonce: SERVER_NONCE,

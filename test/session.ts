@@ -23,6 +23,7 @@ import {
 import type { ProtocolError } from '../src/protocol/errors.js'
 import { FrameDecoder } from '../src/protocol/framer.js'
 import type { Hello, Message, Welcome } from '../src/protocol/messages.js'
+import { MirrorDigest } from '../src/protocol/mirror-digest.js'
 import { SfmServer, type ServerOptions } from '../src/server/server.js'
 import { Upload } from '../src/server/upload.js'
 import { uploadFiles } from './helpers/procs.js'
@@ -449,6 +450,12 @@ const BAD_CASES: BadCase[] = [
     send: (p) => p.write(deleteFrame(1, Buffer.from('.sfm/mirror-id'))),
   },
   {
+    name: 'DIGEST? on a version 1 session: an unknown type there [M-DIGEST-2]',
+    code: 'SFM_ERR_UNKNOWN_TYPE',
+    ready: true,
+    send: (p) => p.write(wire({ type: 'digestQuery', requestId: 1 })),
+  },
+  {
     name: 'DELETE of a path that is not UTF-8',
     code: 'SFM_ERR_BAD_PATH',
     ready: true,
@@ -473,6 +480,36 @@ t.test('a bad connection gets its exact ERROR and is closed; the server keeps se
   t.same(readFileSync(join(run.dir, 'x')), outside, 'x beside the mirror root is unchanged')
   t.same(readdirSync(run.dir).sort(), ['mirror', 'x'], 'nothing new beside the mirror root')
   t.same(readFileSync(join(run.root, '.sfm', 'mirror-id')), mirrorId, '.sfm/mirror-id is unchanged')
+})
+
+t.test('DIGEST_REPLY is the mirror digest of what LIST shows, after every change sent before it [M-DIGEST-3]', async (t) => {
+  const run = await startServer(t)
+  const conn = await openConnection(t, run.port)
+  t.equal(conn.welcome.version, 2, 'sfm\'s client and server agree on version 2')
+  const digestOfListing = async (): Promise<string> => {
+    const d = new MirrorDigest()
+    for (const e of await within(conn.list(), 'LIST')) d.add(e)
+    return d.value().toString('hex')
+  }
+  const empty = await within(conn.digest(), 'DIGEST_REPLY')
+  t.equal(empty.toString('hex'), hash128(Buffer.alloc(0)).toString('hex'), 'an empty mirror: hash("")')
+
+  // not awaited: DIGEST? is answered after them [M-SEM-4]
+  const replies = [
+    conn.change((id) => ({ type: 'mkdir', requestId: id, path: 'd', mode: 0o755, mtimeNs: MTIME_NS })),
+    commitFile(conn, 'd/a.txt', Buffer.from('alpha\n')),
+    conn.change((id) => ({ type: 'symlink', requestId: id, path: 'd/link', target: 'a.txt', mtimeNs: MTIME_NS })),
+  ]
+  const afterChanges = await within(conn.digest(), 'DIGEST_REPLY after the changes')
+  t.same(await Promise.all(replies), [{ ok: true }, { ok: true }, { ok: true }], 'the changes succeeded')
+  t.not(afterChanges.toString('hex'), empty.toString('hex'), 'the digest changed with them')
+  t.equal(afterChanges.toString('hex'), await digestOfListing(), 'it is the digest of the listing')
+
+  const touched = conn.change((id) => ({ type: 'setattr', requestId: id, path: 'd/a.txt', mode: 0o644, mtimeNs: MTIME_NS + 1n }))
+  const afterTouch = await within(conn.digest(), 'DIGEST_REPLY after SETATTR')
+  t.same(await touched, { ok: true })
+  t.not(afterTouch.toString('hex'), afterChanges.toString('hex'), 'one nanosecond of mtime changes it')
+  t.equal(afterTouch.toString('hex'), await digestOfListing(), 'and it is again the digest of the listing')
 })
 
 t.test('PING gets PONG; ERROR with request id 0 from the client ends the session without a reply', async (t) => {

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import tls from 'node:tls'
 import {
+  DIGEST_VERSION,
   ERROR_CODE,
   MAGIC,
   MAX_FRAME_BYTES,
@@ -56,6 +57,7 @@ type Pending =
   | { kind: 'outcome'; resolve: (o: Outcome) => void; reject: (e: Error) => void }
   | { kind: 'have'; count: number; resolve: (have: readonly boolean[]) => void; reject: (e: Error) => void }
   | { kind: 'list'; entries: ListEntry[]; resolve: (e: ListEntry[]) => void; reject: (e: Error) => void }
+  | { kind: 'digest'; resolve: (digest: Buffer) => void; reject: (e: Error) => void }
 
 // Connection-level codes that retrying cannot fix without a change of configuration.
 const FATAL: ReadonlySet<string> = new Set(['SFM_ERR_VERSION', 'SFM_ERR_HASH_ALGO', 'SFM_ERR_AUTH_FAILED', 'SFM_ERR_AUTH_REQUIRED'])
@@ -201,6 +203,16 @@ export class Connection {
     return this.request((id) => ({ type: 'list', requestId: id }), 'list')
   }
 
+  /** Whether the server speaks DIGEST? (protocol version 2 on). */
+  get hasDigest(): boolean {
+    return this.welcome.version >= DIGEST_VERSION
+  }
+
+  /** The mirror digest (PROTOCOL.md 5.5), after every change sent before this call. */
+  digest(): Promise<Buffer> {
+    return this.request((id) => ({ type: 'digestQuery', requestId: id }), 'digest')
+  }
+
   /** Sends a change (DELETE, MKDIR, SYMLINK, RENAME, SETATTR) and resolves with its outcome. */
   change(make: (requestId: number) => ClientMessage): Promise<Outcome> {
     return this.request(make, 'outcome')
@@ -330,6 +342,7 @@ export class Connection {
           this.send(a.message)
           break
         case 'ready':
+          this.decoder.useVersion(a.welcome.version)
           this.onReady?.(a.welcome)
           break
         case 'reply':
@@ -369,6 +382,9 @@ export class Connection {
       }
       this.settled(msg.requestId)
       p.resolve(msg.have)
+    } else if (p.kind === 'digest' && msg.type === 'digestReply') {
+      this.settled(msg.requestId)
+      p.resolve(msg.digest)
     } else if (p.kind === 'list' && msg.type === 'listing') {
       for (const e of msg.entries) p.entries.push(e)
       if (msg.last) {
@@ -419,7 +435,15 @@ interface HaveQuery {
   reject: (err: Error) => void
 }
 
-type ResultOf<K> = K extends 'outcome' ? Outcome : K extends 'have' ? readonly boolean[] : K extends 'list' ? ListEntry[] : never
+type ResultOf<K> = K extends 'outcome'
+  ? Outcome
+  : K extends 'have'
+    ? readonly boolean[]
+    : K extends 'list'
+      ? ListEntry[]
+      : K extends 'digest'
+        ? Buffer
+        : never
 
 function networkError(err: NodeJS.ErrnoException, host: string, port: number, tlsUsed: boolean): ConnectionError {
   const firstLine = (err.message.split('\n')[0] ?? '').replace(/^.*routines::?/, '').trim()

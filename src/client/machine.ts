@@ -1,7 +1,7 @@
 // The client side of a connection as a state machine (PROTOCOL.md 8.2): messages in, actions out. It
 // knows no sockets; the connection carries out its actions.
 import { clientMac, macMatches, serverMac } from '../protocol/auth.js'
-import { HASH_ALGO, PROTOCOL_VERSION, errorName, isConnectionError, type ErrorName } from '../protocol/constants.js'
+import { HASH_ALGO, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, errorName, isConnectionError, type ErrorName } from '../protocol/constants.js'
 import type { ClientMessage, Message, ServerMessage, Welcome } from '../protocol/messages.js'
 
 export type ClientState = 'awaitWelcome' | 'awaitAuthOk' | 'ready' | 'closed'
@@ -32,7 +32,7 @@ export class ClientMachine {
   hello(): ClientMessage {
     return {
       type: 'hello',
-      minVersion: PROTOCOL_VERSION,
+      minVersion: MIN_PROTOCOL_VERSION,
       maxVersion: PROTOCOL_VERSION,
       clientId: this.me.clientId,
       clientNonce: this.me.clientNonce,
@@ -64,7 +64,7 @@ export class ClientMachine {
   }
 
   private onWelcome(w: Welcome): ClientAction[] {
-    if (w.version !== PROTOCOL_VERSION) {
+    if (w.version < MIN_PROTOCOL_VERSION || w.version > PROTOCOL_VERSION) {
       return this.fail('SFM_ERR_VERSION', `server chose protocol version ${w.version}, which this client did not offer`)
     }
     if (w.algo !== HASH_ALGO.XXH3_128) {
@@ -104,6 +104,7 @@ export class ClientMachine {
       case 'error':
       case 'haveReply':
       case 'listing':
+      case 'digestReply':
         return [{ kind: 'reply', message: msg }]
       default:
         return this.unexpected(msg)

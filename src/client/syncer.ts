@@ -9,6 +9,7 @@ import type { ContentTree } from '../tree.js'
 import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
+import { MirrorDigest } from '../protocol/mirror-digest.js'
 import { isSameOrBelow, isValidWirePath, parentOf } from '../protocol/paths.js'
 import { lstat, readdir } from 'node:fs/promises'
 import { ConnectionError, type Connection, type Outcome } from './connection.js'
@@ -175,8 +176,13 @@ export class Syncer {
     this.dirty = new Set()
     this.earlyScan = this.scanAll()
     this.earlyScan.catch(() => {}) // a failure surfaces in the pass that takes it
-    this.remote = new RemoteTree(await conn.list())
-    this.full = true
+    if (once && conn.hasDigest && (await this.mirrorMatches(conn, this.earlyScan))) {
+      this.earlyScan = null
+      this.full = false
+    } else {
+      this.remote = new RemoteTree(await conn.list())
+      this.full = true
+    }
     const closed = conn.closed.then((err) => {
       throw err
     })
@@ -479,6 +485,29 @@ export class Syncer {
       this.markChanged(again)
     }, UNREPORTED_DELETE_MS)
     this.unreportedTimer.unref()
+  }
+
+  /**
+   * --once: whether the mirror already matches the folder in everything a pass compares (PROTOCOL.md
+   * 5.5). Then the pass would send nothing, and the mirror's listing (about 60 bytes an entry, most of
+   * a re-sync's time when nothing changed) is not needed. A watching client needs the listing anyway:
+   * its model of the mirror holds the content ids that later changes are compared with.
+   */
+  private async mirrorMatches(conn: Connection, scan: Promise<Map<string, LocalEntry>>): Promise<boolean> {
+    const theirs = conn.digest()
+    theirs.catch(() => {}) // a failed connection surfaces in the listing asked next
+    const local = await scan
+    await this.checkRoot()
+    const mine = new MirrorDigest()
+    for (const [path, e] of local) {
+      if (e.unreadable) return false // contents unknown: only a pass can treat them right
+      if (e.kind === 'file') mine.add({ kind: 'file', path, mode: appliedMode('file', e.mode), mtimeNs: e.mtimeNs, size: e.size })
+      else if (e.kind === 'dir') mine.add({ kind: 'dir', path, mode: appliedMode('dir', e.mode), mtimeNs: e.mtimeNs })
+      else mine.add({ kind: 'symlink', path, mtimeNs: e.mtimeNs, target: e.target! })
+    }
+    const matches = mine.value().equals(await theirs.catch(() => Buffer.alloc(0)))
+    if (matches) this.opts.log.info(`the mirror matches the folder (${mine.entries} entries): nothing to send`)
+    return matches
   }
 
   /** Stops with an error if the folder is gone or was replaced: never a mass delete [issue: vanished root]. */

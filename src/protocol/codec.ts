@@ -155,6 +155,10 @@ export function encodeMessage(msg: Message): Buffer[] {
       }
       return [w.buf]
     }
+    case 'digestQuery':
+      return [frame(T.DIGEST_QUERY, 4).u32(msg.requestId).buf]
+    case 'digestReply':
+      return [frame(T.DIGEST_REPLY, 4 + HASH_BYTES).u32(msg.requestId).bytes(msg.digest).buf]
     case 'chunk': {
       // the header's length covers the payload that follows it as a second part
       const w = new Writer(Buffer.allocUnsafe(5 + 4 + HASH_BYTES))
@@ -358,6 +362,12 @@ function body(type: number, r: BodyReader, q: Array<string | Buffer>): Message {
       const entries: ListEntry[] = []
       for (let i = 0; i < n; i++) entries.push(listEntry(r, q))
       return { type: 'listing', requestId: id, last, entries }
+    }
+    case T.DIGEST_QUERY:
+      return { type: 'digestQuery', requestId: requestId(r) }
+    case T.DIGEST_REPLY: {
+      const id = requestId(r)
+      return { type: 'digestReply', requestId: id, digest: r.copy(HASH_BYTES) }
     }
     case T.CHUNK: {
       const uploadId = r.u32()

@@ -1,7 +1,12 @@
-// Wire constants of sfm protocol version 1. Every value here is in PROTOCOL.md (sections 4, 5, 7, 9, 12).
+// Wire constants of sfm protocol versions 1 and 2. Every value here is in PROTOCOL.md (sections 4, 5, 7, 9,
+// 12, 14).
 
 export const MAGIC = Buffer.from([0x89, 0x53, 0x46, 0x4d]) // "\x89SFM" [M-LIFE-1]
-export const PROTOCOL_VERSION = 1
+/** The highest version sfm speaks; it speaks every version from MIN_PROTOCOL_VERSION up to it. */
+export const PROTOCOL_VERSION = 2
+export const MIN_PROTOCOL_VERSION = 1
+/** The first version with DIGEST? and DIGEST_REPLY (PROTOCOL.md 14). */
+export const DIGEST_VERSION = 2
 export const FRAME_HEADER_BYTES = 5 // u32 length + u8 type
 
 export const HASH_ALGO = { XXH3_128: 1 } as const
@@ -41,6 +46,8 @@ export const MESSAGE_TYPE = {
   HAVE_REPLY: 0x11,
   LIST: 0x12,
   LISTING: 0x13,
+  DIGEST_QUERY: 0x16,
+  DIGEST_REPLY: 0x17,
   CHUNK: 0x20,
   REFS: 0x21,
   COMMIT: 0x22,

@@ -1,6 +1,6 @@
 // Bytes in, messages out: finds the MAGIC preamble and frame boundaries in a byte stream, checks each
 // length before it waits for the body, and decodes whole bodies. After an error it refuses more input.
-import { MAGIC, MAX_FRAME_BYTES } from './constants.js'
+import { DIGEST_VERSION, MAGIC, MAX_FRAME_BYTES, MESSAGE_TYPE } from './constants.js'
 import { decodeBody } from './codec.js'
 import { ProtocolError, protocolError } from './errors.js'
 import type { Message } from './messages.js'
@@ -9,6 +9,8 @@ const STATE_MAGIC = 0
 const STATE_HEADER = 1 // waiting for the 4-byte length and the type byte
 const STATE_BODY = 2
 const STATE_FAILED = 3
+
+const VERSION_2_TYPES: ReadonlySet<number> = new Set([MESSAGE_TYPE.DIGEST_QUERY, MESSAGE_TYPE.DIGEST_REPLY])
 
 export interface FrameDecoderOptions {
   /** The largest frame length accepted now; raise it with setMaxFrameBytes once the session is ready. */
@@ -34,6 +36,7 @@ export class FrameDecoder {
   private partial: Buffer | null = null
   private filled = 0
   private failure: ProtocolError | undefined
+  private laterTypes: ReadonlySet<number> | null = null
 
   constructor(opts: FrameDecoderOptions) {
     this.state = opts.expectMagic ? STATE_MAGIC : STATE_HEADER
@@ -42,6 +45,18 @@ export class FrameDecoder {
 
   setMaxFrameBytes(n: number): void {
     this.maxFrameBytes = Math.min(n, MAX_FRAME_BYTES)
+  }
+
+  /** From now on, types of later versions than the one chosen are unknown types [M-DIGEST-2]. */
+  useVersion(version: number): void {
+    this.laterTypes = version < DIGEST_VERSION ? VERSION_2_TYPES : null
+  }
+
+  private decode(type: number, body: Buffer): Message {
+    if (this.laterTypes?.has(type)) {
+      throw protocolError('SFM_ERR_UNKNOWN_TYPE', `message type 0x${type.toString(16)} is not part of the protocol version chosen`, { type })
+    }
+    return decodeBody(type, body)
   }
 
   /** Bytes received but not yet part of a decoded message (bounded by one frame). */
@@ -62,7 +77,7 @@ export class FrameDecoder {
         const body = this.partial
         this.partial = null
         this.state = STATE_HEADER
-        messages.push(decodeBody(this.type, body))
+        messages.push(this.decode(this.type, body))
       }
       if (data.length > 0) {
         this.chunks.push(data)
@@ -98,7 +113,7 @@ export class FrameDecoder {
           }
           const body = this.consume(this.bodyLength)
           this.state = STATE_HEADER
-          messages.push(decodeBody(this.type, body))
+          messages.push(this.decode(this.type, body))
         }
       }
     } catch (err) {

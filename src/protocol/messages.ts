@@ -72,6 +72,19 @@ export interface List {
   readonly requestId: number
 }
 
+/** Asks for the mirror's digest (version 2 on). */
+export interface DigestQuery {
+  readonly type: 'digestQuery'
+  readonly requestId: number
+}
+
+export interface DigestReply {
+  readonly type: 'digestReply'
+  readonly requestId: number
+  /** The mirror digest (PROTOCOL.md 5.5): H bytes. */
+  readonly digest: Hash
+}
+
 export interface FileEntry {
   readonly kind: 'file'
   readonly path: string
@@ -188,6 +201,8 @@ export type Message =
   | HaveReply
   | List
   | Listing
+  | DigestQuery
+  | DigestReply
   | Chunk
   | Refs
   | Commit
@@ -212,6 +227,7 @@ export type ClientMessage =
   | ErrorMessage
   | HaveQuery
   | List
+  | DigestQuery
   | Chunk
   | Refs
   | Commit
@@ -221,4 +237,4 @@ export type ClientMessage =
   | Symlink
   | Rename
   | Setattr
-export type ServerMessage = Welcome | AuthOk | Ping | Pong | ErrorMessage | Ok | HaveReply | Listing
+export type ServerMessage = Welcome | AuthOk | Ping | Pong | ErrorMessage | Ok | HaveReply | Listing | DigestReply

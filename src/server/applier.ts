@@ -3,7 +3,7 @@
 // into the next one, so a burst of small files costs a few flushes, not one per file.
 import { open } from 'node:fs/promises'
 import type { Logger } from '../log.js'
-import type { Change, List } from '../protocol/messages.js'
+import type { Change, DigestQuery, List } from '../protocol/messages.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
 import type { Mirror, StagedFile, Touched } from './mirror.js'
 import type { Upload } from './upload.js'
@@ -27,12 +27,13 @@ export interface QueuedChange {
   done: (outcome: Outcome) => void
 }
 
-export interface QueuedList {
-  change: List
+/** LIST or DIGEST?: answered from the mirror as it is once every change received before is applied. */
+export interface QueuedQuery {
+  change: List | DigestQuery
   done: (outcome: Outcome) => void
 }
 
-type Queued = QueuedChange | QueuedList
+type Queued = QueuedChange | QueuedQuery
 
 /** A batch whose files are written (and flushed, unless a group flush is still to come). */
 interface StagedBatch {
@@ -183,7 +184,8 @@ export class Applier {
       case 'setattr':
         return m.setattr(c.path, c.mode, c.mtimeNs)
       case 'list':
-        return new Set() // the session builds the listing when `done` runs: after every earlier change
+      case 'digestQuery':
+        return new Set() // the session answers when `done` runs: after every earlier change
       default: {
         const never: never = c
         throw new Error(`cannot apply ${(never as Change).type}`)

@@ -1,7 +1,7 @@
 // The server side of a connection as a state machine (PROTOCOL.md 8.1): messages in, actions out.
 // It knows no sockets and no disks; the session carries out its actions.
 import { clientMac, macMatches, serverMac } from '../protocol/auth.js'
-import { HASH_ALGO, PROTOCOL_VERSION, type ErrorName } from '../protocol/constants.js'
+import { DIGEST_VERSION, HASH_ALGO, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type ErrorName } from '../protocol/constants.js'
 import type { ClientMessage, Hello, Message, ServerMessage } from '../protocol/messages.js'
 
 export type ServerState = 'awaitHello' | 'awaitAuth' | 'ready' | 'closed'
@@ -33,6 +33,8 @@ const SUPPORTED_ALGOS: readonly number[] = [HASH_ALGO.XXH3_128]
 export class ServerMachine {
   state: ServerState = 'awaitHello'
   private hello: Hello | null = null
+  /** The protocol version chosen at HELLO: the highest both sides speak. */
+  version = PROTOCOL_VERSION
 
   constructor(private readonly policy: ServerPolicy) {}
 
@@ -61,9 +63,10 @@ export class ServerMachine {
 
   private onHello(hello: Hello): ServerAction[] {
     const p = this.policy
-    if (hello.minVersion > PROTOCOL_VERSION || hello.maxVersion < PROTOCOL_VERSION) {
-      return this.fail('SFM_ERR_VERSION', `server speaks protocol version ${PROTOCOL_VERSION} only; client offers ${hello.minVersion}..${hello.maxVersion}`) // [M-HELLO-3]
+    if (hello.minVersion > PROTOCOL_VERSION || hello.maxVersion < MIN_PROTOCOL_VERSION) {
+      return this.fail('SFM_ERR_VERSION', `server speaks protocol versions ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}; client offers ${hello.minVersion}..${hello.maxVersion}`) // [M-HELLO-3]
     }
+    this.version = Math.min(hello.maxVersion, PROTOCOL_VERSION)
     const algo = hello.algos.find((a) => SUPPORTED_ALGOS.includes(a))
     if (algo === undefined) {
       return this.fail('SFM_ERR_HASH_ALGO', `server supports hash algorithm 1 (XXH3-128) only; client offers ${hello.algos.join(', ')}`)
@@ -77,7 +80,7 @@ export class ServerMachine {
     this.hello = hello
     const welcome: ServerMessage = {
       type: 'welcome',
-      version: PROTOCOL_VERSION,
+      version: this.version,
       algo,
       authRequired: p.token !== null,
       serverNonce: p.serverNonce,
@@ -122,6 +125,10 @@ export class ServerMachine {
       case 'pong':
       case 'error':
         return []
+      case 'digestQuery':
+        // a message of a later version than the one chosen is as unknown as any other [M-FRAME-2]
+        if (this.version < DIGEST_VERSION) return this.fail('SFM_ERR_UNKNOWN_TYPE', `DIGEST? (type 0x16) is not part of protocol version ${this.version}`)
+        return [{ kind: 'request', message: msg }]
       case 'haveQuery':
       case 'list':
       case 'chunk':

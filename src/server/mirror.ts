@@ -14,6 +14,7 @@ import { removeTree } from '../fs/remove-tree.js'
 import type { Logger } from '../log.js'
 import type { ListEntry } from '../protocol/messages.js'
 import { MAX_PATH_BYTES } from '../protocol/constants.js'
+import { MirrorDigest } from '../protocol/mirror-digest.js'
 import { appliedMode } from '../protocol/modes.js'
 import { isSameOrBelow } from '../protocol/paths.js'
 import { Catalog, newDir, type DirNode, type FileNode, type Manifest, type MirrorNode } from './store/catalog.js'
@@ -249,6 +250,13 @@ export class Mirror {
           yield { kind: 'symlink', path, mode: 0, mtimeNs: node.mtimeNs, target: node.target }
       }
     }
+  }
+
+  /** The mirror digest (PROTOCOL.md 5.5) of what listing() would send now. */
+  digest(): Buffer {
+    const d = new MirrorDigest()
+    for (const e of this.listing()) d.add(e)
+    return d.value()
   }
 
   private refreshDirMtime(path: string, dir: DirNode): bigint {

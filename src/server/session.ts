@@ -132,6 +132,7 @@ export class Session {
           if (this.helloTimer) clearTimeout(this.helloTimer)
           this.helloTimer = null
           this.decoder.setMaxFrameBytes(MAX_FRAME_BYTES)
+          this.decoder.useVersion(this.machine.version)
           this.resetIdle()
           this.deps.log.info(`client connected: ${a.clientName || '(unnamed)'} from ${this.peer}`)
           break
@@ -184,6 +185,18 @@ export class Session {
         if (!this.checkId(msg.requestId) || !this.countReply()) return
         this.outstanding.add(msg.requestId)
         this.deps.applier.enqueue({ change: msg, done: () => void this.sendListing(msg.requestId) })
+        return
+      case 'digestQuery':
+        if (!this.checkId(msg.requestId) || !this.countReply()) return
+        this.outstanding.add(msg.requestId)
+        this.deps.applier.enqueue({
+          change: msg,
+          done: () => {
+            this.pendingReplies--
+            this.outstanding.delete(msg.requestId)
+            this.send({ type: 'digestReply', requestId: msg.requestId, digest: this.deps.mirror.digest() })
+          },
+        })
         return
       case 'delete':
       case 'mkdir':

@@ -463,7 +463,8 @@ function entry(rng: Rng): ListEntry {
 
 const ALL_TAGS: readonly Message['type'][] = [
   'hello', 'welcome', 'auth', 'authOk', 'ping', 'pong', 'error', 'ok', 'haveQuery', 'haveReply', 'list',
-  'listing', 'chunk', 'refs', 'commit', 'abort', 'delete', 'mkdir', 'symlink', 'rename', 'setattr',
+  'listing', 'digestQuery', 'digestReply', 'chunk', 'refs', 'commit', 'abort', 'delete', 'mkdir', 'symlink',
+  'rename', 'setattr',
 ]
 /** What a client sends once ready: these reach the server's request code. */
 export const CLIENT_TAGS: readonly Message['type'][] = [
@@ -506,7 +507,10 @@ export function randomMessage(rng: Rng, tags: readonly Message['type'][] = ALL_T
       return { type, requestId: id32(rng), code: rng.pick([0, 1, 7, 17, 31, 32, 39, 40, 0xffff]), message: text(rng, 1024) }
     case 'ok':
     case 'list':
+    case 'digestQuery':
       return { type, requestId: id32(rng) }
+    case 'digestReply':
+      return { type, requestId: id32(rng), digest: hash(rng) }
     case 'haveQuery':
       return { type, requestId: id32(rng), hashes: Array.from({ length: count(rng) }, () => hash(rng)) }
     case 'haveReply':

@@ -44,7 +44,7 @@ export function readVector(file: string): Json {
 
 // Fields that section 16 writes as lowercase hex and messages.ts holds as Buffers.
 const BYTE_FIELDS = new Set([
-  'clientId', 'clientNonce', 'serverNonce', 'mirrorId', 'mac', 'hash', 'hashes', 'contentId', 'data',
+  'clientId', 'clientNonce', 'serverNonce', 'mirrorId', 'mac', 'hash', 'hashes', 'contentId', 'data', 'digest',
 ])
 
 // Section 16 names the MAC fields after section 7 (client_mac, server_mac); messages.ts calls both `mac`.

@@ -55,6 +55,48 @@ t.test('a second sync of an unchanged tree sends no file data', async (t) => {
   t.equal(summary.files, 0, 'no file uploaded')
   t.equal(summary.dataBytesSent, 0, 'no data sent')
   t.equal(mirrorDifference(src, join(dir, 'mirror')), null)
+  // the mirror digest matched, so no listing (about 60 bytes an entry) came: MAGIC, WELCOME, DIGEST_REPLY
+  t.match(again.output, /the mirror matches the folder \(\d+ entries\): nothing to send/)
+  t.ok(summary.wireBytesReceived < 100, `${summary.wireBytesReceived} bytes received`)
+})
+
+t.test('a one-shot sync asks for the mirror digest first, and still finds every kind of change', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  const mirror = join(dir, 'mirror')
+  mkdirSync(src)
+  populate(src)
+  const server = await startServer(t, mirror)
+  t.equal((await syncOnce(t, src, server.port)).code, 0)
+  const at = (s: number) => new Date(Date.UTC(2020, 0, 1) + s * 1000)
+  const changes: Array<[string, () => void]> = [
+    ['a file\'s mtime only', () => utimesSync(join(src, 'hello.txt'), at(1), at(1))],
+    ['a file\'s mode only', () => chmodSync(join(src, 'private'), 0o640)],
+    ['a directory\'s mtime only', () => utimesSync(join(src, 'sub'), at(2), at(2))],
+    ['a new empty file', () => writeFileSync(join(src, 'sub/new-empty'), '')],
+    ['a deleted file', () => rmSync(join(src, 'name with spaces'))],
+    ['a symlink pointing elsewhere', () => {
+      rmSync(join(src, 'link'))
+      symlinkSync('private', join(src, 'link'))
+    }],
+    ['a file that became a directory', () => {
+      rmSync(join(src, 'empty'))
+      mkdirSync(join(src, 'empty'))
+    }],
+    ['a file edited to the same size, with a new mtime', () => {
+      writeFileSync(join(src, 'hello.txt'), 'HELLO, SFM\n')
+      utimesSync(join(src, 'hello.txt'), at(3), at(3))
+    }],
+  ]
+  for (const [what, change] of changes) {
+    change()
+    const r = await syncOnce(t, src, server.port, ['--json'])
+    t.equal(r.code, 0, `${what}: ${r.output}`)
+    t.notMatch(r.output, /the mirror matches the folder/, `${what}: the digests differ`)
+    t.equal(mirrorDifference(src, mirror), null, `${what}: the mirror has it`)
+  }
+  const last = await syncOnce(t, src, server.port)
+  t.match(last.output, /the mirror matches the folder/, 'unchanged since: the digests match again')
 })
 
 t.test('watch mode mirrors creates, edits, deletes, renames and attribute changes as they happen', async (t) => {
