@@ -117,6 +117,7 @@ export class SfmClient {
       await syncer.pinRoot().catch(() => {
         throw new FatalError(`the folder ${root} is not a readable directory`, EXIT.ENVIRONMENT)
       })
+      if (o.once) syncer.scanAhead()
       if (o.pollMs !== undefined && !o.once) this.rescanEvery(syncer, o.pollMs)
       else if (!o.once && !o.dryRun) {
         this.watch = await this.startWatch(real, syncer)

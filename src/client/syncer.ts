@@ -39,6 +39,11 @@ const PREPARE_AHEAD_BYTES = 16 << 20
 const STREAM_MIN_BYTES = 8 << 20
 /** How long a deleted entry can still be brought back by RENAME (the server keeps it 60 s). */
 const RECENT_DELETE_MS = 45_000
+/**
+ * A scan started before the connection is used only if the connection came this soon: a --once run
+ * that waited for its server looks at the folder as it is once connected.
+ */
+const AHEAD_MAX_AGE_MS = 2_000
 /** Attempts per path, 100 ms to 1.6 s apart, before the client says it gives up for now. */
 const MAX_ATTEMPTS = 5
 /** After that, in watch mode: the first slow retry, doubling up to the second. */
@@ -108,6 +113,8 @@ export class Syncer {
   private full = true
   /** The scan of the whole folder for the next full pass, started before the listing came. */
   private earlyScan: Promise<Map<string, LocalEntry>> | null = null
+  /** A scan started before the first connection (scanAhead), for the first run() to take. */
+  private ahead: { scan: Promise<Map<string, LocalEntry>>; at: number } | null = null
   private dirty = new Set<string>()
   private wake: (() => void) | null = null
   // replies (and retries) still to come: drain() returns only once there are none
@@ -152,6 +159,23 @@ export class Syncer {
     this.wake?.()
   }
 
+  /**
+   * --once: starts the scan of the whole folder before the first connection, so that it overlaps the
+   * connect and the handshake. The first run() takes it; a run after a reconnect scans again.
+   */
+  scanAhead(): void {
+    this.ahead = { scan: this.freshScan(), at: Date.now() }
+  }
+
+  private freshScan(): Promise<Map<string, LocalEntry>> {
+    const scan = (async () => {
+      await this.opts.ignore?.reload()
+      return this.scanAll()
+    })()
+    scan.catch(() => {}) // a failure surfaces in the pass that takes it
+    return scan
+  }
+
   /** The identity of the folder when sync started: a different one later means it was replaced. */
   async pinRoot(): Promise<void> {
     this.rootId = await rootIdentity(this.opts.root)
@@ -170,12 +194,13 @@ export class Syncer {
     this.conn = conn
     this.once = once
     this.opts.known.useMirror(conn.welcome.mirrorId)
-    await this.opts.ignore?.reload()
-    // The first pass looks at the whole folder: that starts now, while the mirror's listing is on its way.
-    // It covers every change reported so far; those reported from now on get a pass of their own.
+    // The first pass looks at the whole folder: that starts now, while the mirror's listing is on its way
+    // (or earlier: scanAhead). It covers every change reported so far; those reported from now on get a
+    // pass of their own.
     this.dirty = new Set()
-    this.earlyScan = this.scanAll()
-    this.earlyScan.catch(() => {}) // a failure surfaces in the pass that takes it
+    const ahead = this.ahead && Date.now() - this.ahead.at <= AHEAD_MAX_AGE_MS ? this.ahead.scan : null
+    this.ahead = null
+    this.earlyScan = ahead ?? this.freshScan()
     if (once && conn.hasDigest && (await this.mirrorMatches(conn, this.earlyScan))) {
       this.earlyScan = null
       this.full = false

@@ -42,7 +42,7 @@ export class MirrorDigest {
       b[at++] = ENTRY_KIND[e.kind === 'file' ? 'FILE' : e.kind === 'dir' ? 'DIR' : 'SYMLINK']
       at = writeStr(b, at, path)
       at = b.writeUInt16BE(e.kind === 'symlink' ? 0 : e.mode, at)
-      at = b.writeBigInt64BE(e.mtimeNs, at)
+      at = writeI64(b, at, e.mtimeNs)
       if (e.kind === 'file') {
         at = b.writeUInt32BE(Math.floor(e.size / TWO_32), at)
         at = b.writeUInt32BE(e.size >>> 0, at)
@@ -62,6 +62,18 @@ function grown(b: Buffer, used: number, need: number): Buffer {
   const bigger = Buffer.allocUnsafe(Math.max(b.length * 2, used + need))
   b.copy(bigger, 0, 0, used)
   return bigger
+}
+
+// Buffer.writeBigInt64BE shifts and masks BigInts in JavaScript: a third of value()'s time for 21,000
+// entries. A typed array stores the BigInt natively; its bytes are then copied in big-endian order.
+const i64 = new BigInt64Array(1)
+const i64Bytes = new Uint8Array(i64.buffer)
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+
+function writeI64(b: Buffer, at: number, v: bigint): number {
+  i64[0] = v
+  for (let i = 0; i < 8; i++) b[at + i] = i64Bytes[LITTLE_ENDIAN ? 7 - i : i]!
+  return at + 8
 }
 
 /** Writes a str (u16 byte count, then UTF-8) at `at`; returns the offset after it. */

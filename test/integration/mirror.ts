@@ -4,7 +4,8 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { mirrorDifference, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
+import { createServer, type AddressInfo } from 'node:net'
+import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
 
 function populate(src: string): void {
   mkdirSync(join(src, 'sub/deep/er'), { recursive: true })
@@ -97,6 +98,29 @@ t.test('a one-shot sync asks for the mirror digest first, and still finds every 
   }
   const last = await syncOnce(t, src, server.port)
   t.match(last.output, /the mirror matches the folder/, 'unchanged since: the digests match again')
+})
+
+t.test('a one-shot sync that waited for its server sends what changed while it waited', async (t) => {
+  const dir = t.testdir()
+  const src = join(dir, 'src')
+  mkdirSync(src)
+  populate(src)
+  // a port nothing listens on yet: take one, then let it go
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
+  const client = startClient(t, src, port, ['--once'])
+  // past the 2 s for which the scan made before connecting would be taken as it is
+  await sleep(2_500)
+  writeFileSync(join(src, 'written-while-waiting.txt'), 'late\n')
+  rmSync(join(src, 'private'))
+  await startServer(t, join(dir, 'mirror'), ['--port', String(port)])
+  const code = await Promise.race([client.exited, sleep(60_000).then(() => 'timeout')])
+  t.equal(code, 0, client.output())
+  t.equal(mirrorDifference(src, join(dir, 'mirror')), null, 'the mirror has the folder as it was once connected')
 })
 
 t.test('watch mode mirrors creates, edits, deletes, renames and attribute changes as they happen', async (t) => {
