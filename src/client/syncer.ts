@@ -9,7 +9,7 @@ import type { ContentTree } from '../tree.js'
 import type { Logger } from '../log.js'
 import type { ClientMessage } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
-import { MirrorDigest } from '../protocol/mirror-digest.js'
+import { EMPTY_DIGEST, MirrorDigest } from '../protocol/mirror-digest.js'
 import { isSameOrBelow, isValidWirePath, parentOf } from '../protocol/paths.js'
 import { lstat, readdir } from 'node:fs/promises'
 import { ConnectionError, type Connection, type Outcome } from './connection.js'
@@ -201,11 +201,13 @@ export class Syncer {
     const ahead = this.ahead && Date.now() - this.ahead.at <= AHEAD_MAX_AGE_MS ? this.ahead.scan : null
     this.ahead = null
     this.earlyScan = ahead ?? this.freshScan()
-    if (once && conn.hasDigest && (await this.mirrorMatches(conn, this.earlyScan))) {
+    const mirror = once && conn.hasDigest ? await this.compareWithMirror(conn, this.earlyScan) : 'different'
+    if (mirror === 'same') {
       this.earlyScan = null
       this.full = false
+      if (this.opts.dryRun) await this.describe([], this.opts.dryRun)
     } else {
-      this.remote = new RemoteTree(await conn.list())
+      this.remote = new RemoteTree(mirror === 'empty' ? [] : await conn.list())
       this.full = true
     }
     const closed = conn.closed.then((err) => {
@@ -513,26 +515,29 @@ export class Syncer {
   }
 
   /**
-   * --once: whether the mirror already matches the folder in everything a pass compares (PROTOCOL.md
-   * 5.5). Then the pass would send nothing, and the mirror's listing (about 60 bytes an entry, most of
-   * a re-sync's time when nothing changed) is not needed. A watching client needs the listing anyway:
-   * its model of the mirror holds the content ids that later changes are compared with.
+   * --once: how the mirror compares with the folder, by their mirror digests (PROTOCOL.md 5.5). 'same'
+   * means equal in everything a pass compares: the pass would send nothing, and the mirror's listing
+   * (about 60 bytes an entry, most of a re-sync's time when nothing changed) is not needed. 'empty'
+   * means the mirror holds nothing: its listing would be empty. A watching client lists anyway: its
+   * model of the mirror keeps the content ids that later changes are compared with.
    */
-  private async mirrorMatches(conn: Connection, scan: Promise<Map<string, LocalEntry>>): Promise<boolean> {
-    const theirs = conn.digest()
-    theirs.catch(() => {}) // a failed connection surfaces in the listing asked next
+  private async compareWithMirror(conn: Connection, scan: Promise<Map<string, LocalEntry>>): Promise<'same' | 'empty' | 'different'> {
+    // a failed request leaves it to the listing asked next to report the connection's end
+    const theirs = await conn.digest().catch(() => null)
+    if (!theirs) return 'different'
+    if (theirs.equals(EMPTY_DIGEST)) return 'empty'
     const local = await scan
     await this.checkRoot()
     const mine = new MirrorDigest()
     for (const [path, e] of local) {
-      if (e.unreadable) return false // contents unknown: only a pass can treat them right
+      if (e.unreadable) return 'different' // contents unknown: only a pass can treat them right
       if (e.kind === 'file') mine.add({ kind: 'file', path, mode: appliedMode('file', e.mode), mtimeNs: e.mtimeNs, size: e.size })
       else if (e.kind === 'dir') mine.add({ kind: 'dir', path, mode: appliedMode('dir', e.mode), mtimeNs: e.mtimeNs })
       else mine.add({ kind: 'symlink', path, mtimeNs: e.mtimeNs, target: e.target! })
     }
-    const matches = mine.value().equals(await theirs.catch(() => Buffer.alloc(0)))
-    if (matches) this.opts.log.info(`the mirror matches the folder (${mine.entries} entries): nothing to send`)
-    return matches
+    if (!mine.value().equals(theirs)) return 'different'
+    this.opts.log.info(`the mirror matches the folder (${mine.entries} entries): nothing to send`)
+    return 'same'
   }
 
   /** Stops with an error if the folder is gone or was replaced: never a mass delete [issue: vanished root]. */

@@ -11,6 +11,9 @@ export type DigestEntry =
 
 const TWO_32 = 2 ** 32
 
+/** The digest of an empty tree: hash(""). */
+export const EMPTY_DIGEST: Buffer = hash128(Buffer.alloc(0))
+
 export class MirrorDigest {
   private readonly byPath = new Map<string, DigestEntry>()
 

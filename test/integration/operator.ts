@@ -31,6 +31,11 @@ t.test('--dry-run shows what would be uploaded, sent and deleted, and changes no
   t.match(again.stdout, /upload {3}copy\.bin \(195\.3 KiB, would send 0 B\)/)
   t.match(again.stdout, /delete {3}sub/)
   t.notOk(mirrorDifference(src, mirror) === null, 'still not applied')
+
+  t.equal((await syncOnce(t, src, server.port)).code, 0)
+  const same = await syncOnce(t, src, server.port, ['--dry-run'])
+  t.equal(same.code, 0, same.output)
+  t.match(same.stdout, /^dry run: would upload 0 file\(s\) \(0 B, sending 0 B\), delete 0 entries, and make 0 other change\(s\); nothing was changed$/m, 'nothing to do: says so')
 })
 
 for (const mode of ['tty', 'lines', 'json'] as const) {
