@@ -100,8 +100,12 @@ async function readOnce(abs: string): Promise<PreparedFile | null> {
       const bytes = fileBuffer(before.size + 1) // one spare byte shows a file that grew
       let n = 0
       for (;;) {
-        const bytesRead = readSync(fd, bytes, n, bytes.length - n, n)
-        if (bytesRead === 0 || (n += bytesRead) === bytes.length) break
+        const want = bytes.length - n
+        const got = readSync(fd, bytes, n, want, n)
+        n += got
+        // A short read of a regular file ends at its end: no second call to be told so. Growth after
+        // it shows in the fstat below.
+        if (got < want || n === bytes.length) break
       }
       const after = identityOf(fstatSync(fd, { bigint: true }))
       if (n !== before.size || !sameIdentity(before, after)) return null
