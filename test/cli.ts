@@ -9,6 +9,7 @@ import t from 'tap'
 import { CLIENT_HELP, main as clientMain, type Io } from '../src/cli/client.js'
 import { SERVER_HELP, main as serverMain } from '../src/cli/server.js'
 import { VERSION } from '../src/util/version.js'
+import { testdir } from './helpers/testdir.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
 type T = Pick<typeof t, 'teardown' | 'ok' | 'equal' | 'not' | 'same' | 'match' | 'notMatch' | 'notOk' | 'comment'>
@@ -144,7 +145,7 @@ function oneLineError(t: T, r: Result, prog: string, code: number, re: RegExp, w
   t.equal(r.stdout, '', `${what}: nothing on stdout`)
 }
 
-/** A fresh folder, removed at teardown (not t.testdir(): concurrent runs of this file would share it). */
+/** A fresh folder, removed at teardown (not testdir(t): concurrent runs of this file would share it). */
 function scratch(t: T): string {
   const dir = mkdtempSync(join(tmpdir(), 'sfm-cli-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

@@ -6,6 +6,7 @@ import { CDC_MAX_BYTES, CDC_MIN_BYTES } from '../src/chunker.js'
 import { digestBuffer, digestFile, sameIdentity, type Digest } from '../src/digest.js'
 import { EMPTY_CONTENT_ID, HASH_BYTES, hash128, hashFromKey, hashKey, toHex } from '../src/hash.js'
 import { ContentTree } from '../src/tree.js'
+import { testdir } from './helpers/testdir.js'
 
 // Pseudo-random bytes: the `xxh128-counter` generator of spec/README-chunker.md.
 function counterBytes(length: number): Buffer {
@@ -81,7 +82,7 @@ t.test('digestBuffer hashes every chunk and builds the tree over them', async (t
 
 t.test('digestFile equals digestBuffer on real files, for any block size', async (t) => {
   const sizes = [0, 1, 1_000, CDC_MIN_BYTES, CDC_MIN_BYTES + 1, CDC_MAX_BYTES + 3, 1_234_567, random.length]
-  const dir = t.testdir(Object.fromEntries(sizes.map((n) => [`f${n}`, random.subarray(0, n)])))
+  const dir = testdir(t, Object.fromEntries(sizes.map((n) => [`f${n}`, random.subarray(0, n)])))
   for (const n of sizes) {
     const path = join(dir, `f${n}`)
     const expected = plain(digestBuffer(random.subarray(0, n)))
@@ -102,7 +103,7 @@ t.test('digestFile equals digestBuffer on real files, for any block size', async
 })
 
 t.test('digestFile records the file before and after reading it', async (t) => {
-  const dir = t.testdir({ a: random.subarray(0, 100_000) })
+  const dir = testdir(t, { a: random.subarray(0, 100_000) })
   const path = join(dir, 'a')
   const d = await digestFile(path)
   const st = lstatSync(path, { bigint: true })
@@ -116,14 +117,14 @@ t.test('digestFile records the file before and after reading it', async (t) => {
 })
 
 t.test('digestFile refuses a symlink, even to a regular file', async (t) => {
-  const dir = t.testdir({ target: 'hello' })
+  const dir = testdir(t, { target: 'hello' })
   symlinkSync('target', join(dir, 'link'))
   await t.rejects(digestFile(join(dir, 'link')), { code: 'ELOOP' })
   t.equal((await digestFile(join(dir, 'target'))).size, 5, 'the target itself is fine')
 })
 
 t.test('digestFile refuses what is not a regular file', async (t) => {
-  const dir = t.testdir({ sub: {} })
+  const dir = testdir(t, { sub: {} })
   await t.rejects(digestFile(join(dir, 'sub')), { code: 'EISDIR' })
   await t.rejects(digestFile(join(dir, 'missing')), { code: 'ENOENT' })
   await t.rejects(digestFile(join(dir, 'sub'), { blockBytes: 0 }), RangeError)

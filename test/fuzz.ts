@@ -66,6 +66,7 @@ import {
   type SessionGen,
 } from './helpers/fuzz-gen.js'
 import { startServer, type Server } from './helpers/procs.js'
+import { testdir } from './helpers/testdir.js'
 
 // ---------------------------------------------------------------------------------------------
 // Run size and seed
@@ -380,7 +381,7 @@ function sandbox(tt: Test): Box {
   })
   // a run that was killed leaves its deep trees behind, and tap's own cleanup cannot remove them
   removeTree(dir)
-  const parent = tt.testdir()
+  const parent = testdir(tt)
   const root = join(parent, 'root')
   const outside = join(parent, 'outside')
   mkdirSync(outside)

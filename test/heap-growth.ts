@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { growthPercent } from '../src/util/heap-growth.js'
+import { testdir } from './helpers/testdir.js'
 
 const MiB = 1 << 20
 const HEAP_GROWTH_JS = fileURLToPath(new URL('../dist/util/heap-growth.js', import.meta.url))
@@ -47,7 +48,7 @@ console.log(majors + live.length * 0)
 }
 
 t.test('a node process that follows its live heap runs fewer major GCs than one held to half of it', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const half = majorGcs(dir, ['--heap-growing-percent=50'], false)
   const followed = majorGcs(dir, [], true)
   t.ok(followed < half, `${followed} major GCs against ${half}`)

@@ -3,6 +3,7 @@ import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { HotDirs, type HotDirsOptions } from '../src/client/hot-dirs.js'
 import { sleep, waitUntil } from './helpers/procs.js'
+import { testdir } from './helpers/testdir.js'
 
 const DEADLINE_MS = 5_000
 
@@ -18,7 +19,7 @@ function record(t: Test, root: string, opts: Partial<HotDirsOptions> = {}) {
 }
 
 t.test('hints each change in a touched directory, flagging what may be a delete', async t => {
-  const root = t.testdir({ d: {} })
+  const root = testdir(t, { d: {} })
   const r = record(t, root)
   r.hot.touch('d')
   await r.watching('d')
@@ -31,7 +32,7 @@ t.test('hints each change in a touched directory, flagging what may be a delete'
 })
 
 t.test('watches the root as the directory ""', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const r = record(t, root)
   r.hot.touch('')
   await r.watching('')
@@ -40,7 +41,7 @@ t.test('watches the root as the directory ""', async t => {
 })
 
 t.test('a file written over and over is hinted only a few times a second; the library reports the rest', async t => {
-  const root = t.testdir({ d: { log: '' } })
+  const root = testdir(t, { d: { log: '' } })
   const r = record(t, root)
   r.hot.touch('d')
   await r.watching('d')
@@ -53,7 +54,7 @@ t.test('a file written over and over is hinted only a few times a second; the li
 })
 
 t.test('leaves out what `accepts` refuses', async t => {
-  const root = t.testdir({ d: {} })
+  const root = testdir(t, { d: {} })
   const r = record(t, root, { accepts: wire => wire !== 'd/skip' })
   r.hot.touch('d')
   await r.watching('d')
@@ -64,7 +65,7 @@ t.test('leaves out what `accepts` refuses', async t => {
 })
 
 t.test('gives up a directory that was replaced, keeps one that was only changed', async t => {
-  const root = t.testdir({ a: {}, b: {} })
+  const root = testdir(t, { a: {}, b: {} })
   const r = record(t, root)
   r.hot.touch('a')
   r.hot.touch('b')
@@ -83,7 +84,7 @@ t.test('gives up a directory that was replaced, keeps one that was only changed'
 })
 
 t.test('a missing directory or a file is not watched', async t => {
-  const root = t.testdir({ f: 'x' })
+  const root = testdir(t, { f: 'x' })
   const r = record(t, root)
   r.hot.touch('f')
   r.hot.touch('missing')
@@ -92,7 +93,7 @@ t.test('a missing directory or a file is not watched', async t => {
 })
 
 t.test('gives up a directory that has been quiet for idleMs', async t => {
-  const root = t.testdir({ d: {} })
+  const root = testdir(t, { d: {} })
   const r = record(t, root, { idleMs: 200 })
   r.hot.touch('d')
   await r.watching('d')
@@ -101,7 +102,7 @@ t.test('gives up a directory that has been quiet for idleMs', async t => {
 })
 
 t.test('watches at most maxDirs, and does not give up a busy one for a new one', async t => {
-  const root = t.testdir({ a: {}, b: {} })
+  const root = testdir(t, { a: {}, b: {} })
   const r = record(t, root, { maxDirs: 1 })
   r.hot.touch('a')
   await r.watching('a')
@@ -111,7 +112,7 @@ t.test('watches at most maxDirs, and does not give up a busy one for a new one',
 })
 
 t.test('close() stops the hints', async t => {
-  const root = t.testdir({ d: {} })
+  const root = testdir(t, { d: {} })
   const r = record(t, root)
   r.hot.touch('d')
   await r.watching('d')

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { hash128 } from '../src/hash.js'
 import { Journal, decodeRecords, encodeRecord, type JournalRecord } from '../src/server/store/journal.js'
+import { testdir } from './helpers/testdir.js'
 
 // The file header, as the journal itself writes it (not restated here, so a format bump needs no edit).
 const MAGIC = await (async () => {
@@ -123,19 +124,19 @@ t.test('a foreign file reads as empty', async (t) => {
   for (const data of [Buffer.alloc(0), Buffer.from('SFMJ'), Buffer.from('hello, world\n'), Buffer.from('SFMJ9999' + 'x'.repeat(100))]) {
     t.strictSame(decodeRecords(data), { records: [], intactBytes: 0 }, JSON.stringify(data.toString()))
   }
-  const dir = t.testdir({ journal: 'not a journal at all, just text\n' })
+  const dir = testdir(t, { journal: 'not a journal at all, just text\n' })
   const j = new Journal(join(dir, 'journal'))
   t.strictSame(await j.load(), [])
   t.equal(j.size, 0)
 })
 
 t.test('a missing journal reads as empty', async (t) => {
-  const j = new Journal(join(t.testdir(), 'journal'))
+  const j = new Journal(join(testdir(t), 'journal'))
   t.strictSame(await j.load(), [])
 })
 
 t.test('Journal: rewrite, append, close and load agree', async (t) => {
-  const path = join(t.testdir(), 'journal')
+  const path = join(testdir(t), 'journal')
   const j = new Journal(path)
   await j.rewrite(samples.slice(0, 3))
   t.equal(j.size, 3)
@@ -158,7 +159,7 @@ t.test('Journal: rewrite, append, close and load agree', async (t) => {
 })
 
 t.test('Journal: a damaged tail on disk keeps the intact prefix', async (t) => {
-  const path = join(t.testdir(), 'journal')
+  const path = join(testdir(t), 'journal')
   const data = journalBytes(samples)
   writeFileSync(path, Buffer.concat([data.subarray(0, data.length - 3)]))
   t.strictSame(await new Journal(path).load(), samples.slice(0, -1))
@@ -168,7 +169,7 @@ t.test('Journal: a damaged tail on disk keeps the intact prefix', async (t) => {
 })
 
 t.test('Journal: a large rewrite (more than one write batch) reads back whole', async (t) => {
-  const path = join(t.testdir(), 'journal')
+  const path = join(testdir(t), 'journal')
   const many = Array.from({ length: 400 }, (_, i) => record(i, 200)) // ~ 1.6 MB
   const j = new Journal(path)
   await j.rewrite(many)
@@ -176,6 +177,6 @@ t.test('Journal: a large rewrite (more than one write batch) reads back whole', 
 })
 
 t.test('a journal that cannot be read is an error, not an empty journal', async (t) => {
-  const dir = t.testdir({ journal: {} }) // a directory where the file should be
+  const dir = testdir(t, { journal: {} }) // a directory where the file should be
   await t.rejects(new Journal(join(dir, 'journal')).load(), { code: 'EISDIR' })
 })

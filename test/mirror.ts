@@ -31,6 +31,7 @@ import type { ListEntry } from '../src/protocol/messages.js'
 import { chunkOffsets } from '../src/server/store/catalog.js'
 import { Mirror, type MirrorOptions, type StagedFile } from '../src/server/mirror.js'
 import { MirrorError } from '../src/server/mirror-error.js'
+import { testdir } from './helpers/testdir.js'
 
 type Test = Pick<typeof t, 'teardown' | 'ok' | 'notOk' | 'equal' | 'rejects'>
 
@@ -152,7 +153,7 @@ function rereadFiles(lines: Array<{ msg: string; fields?: Record<string, unknown
 // Start-up
 
 t.test('open creates a missing root and .sfm/{tmp,trash}', async (t) => {
-  const root = join(t.testdir(), 'not', 'yet', 'there')
+  const root = join(testdir(t), 'not', 'yet', 'there')
   const m = await openMirror(t, { root })
   for (const dir of [root, m.sfmDir, m.tmpDir, m.trashDir]) t.ok(statSync(dir).isDirectory(), dir)
   t.equal(m.tmpDir, join(root, '.sfm', 'tmp'))
@@ -166,12 +167,12 @@ t.test('open creates a missing root and .sfm/{tmp,trash}', async (t) => {
 })
 
 t.test('open refuses a root that is a file', async (t) => {
-  const dir = t.testdir({ file: 'x' })
+  const dir = testdir(t, { file: 'x' })
   await t.rejects(Mirror.open({ root: join(dir, 'file'), log: silentLogger }), FatalError)
 })
 
 t.test('open refuses a non-empty folder that is not a mirror, unless adopt', async (t) => {
-  const root = t.testdir({ 'x.txt': 'hello', sub: { y: 'yy' } })
+  const root = testdir(t, { 'x.txt': 'hello', sub: { y: 'yy' } })
   const err = await Mirror.open({ root, log: silentLogger }).then(
     () => null,
     (e: unknown) => e,
@@ -197,7 +198,7 @@ t.test('open refuses a non-empty folder that is not a mirror, unless adopt', asy
 })
 
 t.test('a second open of the same root fails while the first is open, and works after close()', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const first = await openMirror(t, { root })
   await commit(first, 'f', Buffer.from('kept'))
   await first.delete('f') // something in the first mirror's trash
@@ -217,7 +218,7 @@ t.test('a second open of the same root fails while the first is open, and works 
 })
 
 t.test('a lock held by another live process refuses the open; a stale one is taken over', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   await m.close()
   const child = spawn('sleep', ['60'], { stdio: 'ignore' })
@@ -236,7 +237,7 @@ t.test('a lock held by another live process refuses the open; a stale one is tak
 })
 
 t.test('open removes what a killed server left in .sfm/tmp and .sfm/trash', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   await m.close()
   writeFileSync(join(root, '.sfm', 'tmp', 'upload-1-2'), 'half an upload')
@@ -252,7 +253,7 @@ t.test('open removes what a killed server left in .sfm/tmp and .sfm/trash', asyn
 // COMMIT
 
 t.test('commitFile creates missing parents and puts the file in place with its mode and mtime', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const data = bytes(300_000, 1)
   const s = await commit(m, 'a/b/c.bin', data, 0o640, T1)
@@ -281,7 +282,7 @@ t.test('commitFile creates missing parents and puts the file in place with its m
 })
 
 t.test('commitFile replaces a file; the old content stays reachable from the trash', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const v1 = bytes(200_000, 2)
   const v2 = bytes(150_000, 3)
@@ -307,7 +308,7 @@ t.test('commitFile replaces a file; the old content stays reachable from the tra
 })
 
 t.test('commitFile replaces a directory tree', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   await m.mkdir('d', 0o755, T0)
   const x = await commit(m, 'd/x', bytes(50_000, 4))
@@ -325,7 +326,7 @@ t.test('commitFile replaces a directory tree', async (t) => {
 })
 
 t.test('commitFile over a symlink replaces the link, never writes through it', async (t) => {
-  const dir = t.testdir({ outside: { target: 'outside bytes' } })
+  const dir = testdir(t, { outside: { target: 'outside bytes' } })
   const root = join(dir, 'mirror')
   const m = await openMirror(t, { root })
   await m.symlink('l', join(dir, 'outside', 'target'), T0)
@@ -335,7 +336,7 @@ t.test('commitFile over a symlink replaces the link, never writes through it', a
 })
 
 t.test('a parent that is a symlink or a file fails with SFM_ERR_NOT_DIR, and nothing is written through it', async (t) => {
-  const dir = t.testdir({ outside: {} })
+  const dir = testdir(t, { outside: {} })
   const outside = join(dir, 'outside')
   const root = join(dir, 'mirror')
   const m = await openMirror(t, { root })
@@ -359,7 +360,7 @@ t.test('a parent that is a symlink or a file fails with SFM_ERR_NOT_DIR, and not
 t.test('a directory swapped for a symlink behind the server is not written or deleted through', async (t) => {
   // [M-SEM-6] "It never follows a symlink in a path it writes or deletes." The model still says `d` is a
   // directory; whoever can write to the mirror folder swaps it for a link to a folder outside the root.
-  const dir = t.testdir({ outside: { victim: 'outside bytes' } })
+  const dir = testdir(t, { outside: { victim: 'outside bytes' } })
   const outside = join(dir, 'outside')
   const root = join(dir, 'mirror')
   const m = await openMirror(t, { root })
@@ -380,7 +381,7 @@ t.test('a directory swapped for a symlink behind the server is not written or de
 // DELETE and the trash
 
 t.test('delete moves to the trash; rename of the deleted path restores it during the grace period', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root, trashTtlMs: 60_000 })
   await m.mkdir('d', 0o750, T0)
   const x = await commit(m, 'd/x', bytes(100_000, 5), 0o600, T1)
@@ -414,7 +415,7 @@ t.test('delete moves to the trash; rename of the deleted path restores it during
 })
 
 t.test('after expireTrash, a deleted path can no longer be restored: SFM_ERR_NOT_FOUND', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root, trashTtlMs: 100 })
   const e = await commit(m, 'e', bytes(70_000, 6))
   await m.delete('e')
@@ -427,7 +428,7 @@ t.test('after expireTrash, a deleted path can no longer be restored: SFM_ERR_NOT
 })
 
 t.test('expireTrash keeps items within their grace period, and expireTrash(true) removes them all', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root, trashTtlMs: 60_000 })
   await commit(m, 'a', Buffer.from('a'))
   await commit(m, 'b', Buffer.from('b'))
@@ -441,7 +442,7 @@ t.test('expireTrash keeps items within their grace period, and expireTrash(true)
 })
 
 t.test('a RENAME that brings an item back while a sweep is removing others keeps it (found by fuzzing)', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root, trashTtlMs: 60_000 })
   await m.mkdir('x', 0o755, T0)
   for (let i = 0; i < 20; i++) await commit(m, `x/f${i}`, Buffer.from(`x${i}`))
@@ -466,7 +467,7 @@ t.test('a RENAME that brings an item back while a sweep is removing others keeps
 // RENAME, SETATTR, MKDIR, SYMLINK
 
 t.test('rename into its own subtree, or onto itself, is SFM_ERR_INVALID and changes nothing', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   await commit(m, 'd/e/f', Buffer.from('f'))
   await rejectsCode(t, m.rename('d', 'd/e/g'), 'SFM_ERR_INVALID', 'into its subtree')
@@ -476,7 +477,7 @@ t.test('rename into its own subtree, or onto itself, is SFM_ERR_INVALID and chan
 })
 
 t.test('rename moves a subtree, creating missing parents, and replaces what was at the target', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const x = await commit(m, 'd/x', bytes(40_000, 7))
   const old = await commit(m, 'n/m/d', Buffer.from('was here'))
@@ -492,7 +493,7 @@ t.test('rename moves a subtree, creating missing parents, and replaces what was 
 })
 
 t.test('setattr: missing is SFM_ERR_NOT_FOUND; files, directories and symlinks', async (t) => {
-  const dir = t.testdir({ outside: { t: 'target' } })
+  const dir = testdir(t, { outside: { t: 'target' } })
   const root = join(dir, 'mirror')
   const m = await openMirror(t, { root })
   await rejectsCode(t, m.setattr('nope', 0o644, T0), 'SFM_ERR_NOT_FOUND', 'setattr of a missing path')
@@ -524,7 +525,7 @@ t.test('setattr: missing is SFM_ERR_NOT_FOUND; files, directories and symlinks',
 })
 
 t.test('mkdir over an existing file replaces it; over a directory it changes only the attributes', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const x = await commit(m, 'x', bytes(60_000, 8))
   await m.mkdir('x', 0o750, T1)
@@ -551,7 +552,7 @@ t.test('mkdir over an existing file replaces it; over a directory it changes onl
 })
 
 t.test('symlink: stored as given, never followed, replaces what was there', async (t) => {
-  const dir = t.testdir({ outside: { keep: 'keep' } })
+  const dir = testdir(t, { outside: { keep: 'keep' } })
   const outside = join(dir, 'outside')
   const root = join(dir, 'mirror')
   const m = await openMirror(t, { root })
@@ -616,7 +617,7 @@ async function buildSample(m: Mirror): Promise<Map<string, StagedFile>> {
 }
 
 t.test('listing() reports what is on disk: kinds, modes and mtimes to the ns', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const files = await buildSample(m)
   const listing = listingOf(m)
@@ -651,7 +652,7 @@ t.test('listing() reports what is on disk: kinds, modes and mtimes to the ns', a
 // Restart
 
 t.test('a restart rebuilds the catalog and index, taking manifests from the journal', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const files = await buildSample(m)
   await m.setattr('run.sh', 0o700, T2) // a journal record written after the commit's
@@ -680,7 +681,7 @@ t.test('a restart keeps reporting the same (applied) modes', async (t) => {
   // PROTOCOL.md 3.4 [M-CONV-4]: the server keeps rwx for the owner on directories, never sets
   // set-user-id, and reports the mode it applied; after a restart it reads the same modes from disk,
   // so a client comparing applied forms sees no difference and sends no SETATTR again.
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   await m.mkdir('ro', 0o555, T0)
   await commit(m, 'suid', Buffer.from('#!/bin/sh\n'), 0o4755, T0)
@@ -705,7 +706,7 @@ t.test('a restart keeps reporting the same (applied) modes', async (t) => {
 })
 
 t.test('a restart with a damaged journal tail still works and still indexes every file', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const files = await buildSample(m)
   await m.close()
@@ -737,7 +738,7 @@ t.test('a restart with a damaged journal tail still works and still indexes ever
 })
 
 t.test('a restart reads again a file changed behind the server (same size and mtime)', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const s = await commit(m, 'f', bytes(100_000, 10), 0o644, T1)
   await commit(m, 'g', bytes(100_000, 11), 0o644, T1)

@@ -21,6 +21,7 @@ import {
   trimMemory,
   writeThroughAt,
 } from '../src/fs/native.js'
+import { testdir } from './helpers/testdir.js'
 
 type NativeModule = typeof import('../src/fs/native.js')
 
@@ -53,7 +54,7 @@ t.test('toLibuvTime aims half a microsecond past the nearest microsecond', async
 })
 
 t.test('sets a file mtime to the exact nanosecond and leaves atime alone', { skip }, async (t) => {
-  const p = join(t.testdir({ f: 'x' }), 'f')
+  const p = join(testdir(t, { f: 'x' }), 'f')
   const atime = atimeNs(p)
   setMtimeNs(p, EXACT, { noFollow: false })
   t.equal(mtimeNs(p), EXACT)
@@ -61,7 +62,7 @@ t.test('sets a file mtime to the exact nanosecond and leaves atime alone', { ski
 })
 
 t.test('sets mtimes before 1970 and after 2038', { skip }, async (t) => {
-  const p = join(t.testdir({ f: 'x' }), 'f')
+  const p = join(testdir(t, { f: 'x' }), 'f')
   for (const ns of [-1n, -1_000_000_000n, -123456789123456789n, 2n ** 33n * 1_000_000_000n + 7n]) {
     setMtimeNs(p, ns, { noFollow: false })
     t.equal(mtimeNs(p), ns, `mtime ${ns}`)
@@ -69,7 +70,7 @@ t.test('sets mtimes before 1970 and after 2038', { skip }, async (t) => {
 })
 
 t.test('sets a symlink own mtime with noFollow, not its target', { skip }, async (t) => {
-  const dir = t.testdir({ target: 'x', link: t.fixture('symlink', 'target') })
+  const dir = testdir(t, { target: 'x', link: t.fixture('symlink', 'target') })
   const target = join(dir, 'target')
   const link = join(dir, 'link')
   setMtimeNs(target, OLD_NS, { noFollow: false })
@@ -79,7 +80,7 @@ t.test('sets a symlink own mtime with noFollow, not its target', { skip }, async
 })
 
 t.test('follows a symlink without noFollow', { skip }, async (t) => {
-  const dir = t.testdir({ target: 'x', link: t.fixture('symlink', 'target') })
+  const dir = testdir(t, { target: 'x', link: t.fixture('symlink', 'target') })
   const before = mtimeNs(join(dir, 'link'))
   setMtimeNs(join(dir, 'link'), EXACT, { noFollow: false })
   t.equal(mtimeNs(join(dir, 'target')), EXACT)
@@ -87,19 +88,19 @@ t.test('follows a symlink without noFollow', { skip }, async (t) => {
 })
 
 t.test('sets a dangling symlink mtime with noFollow', { skip }, async (t) => {
-  const link = join(t.testdir({ link: t.fixture('symlink', 'missing') }), 'link')
+  const link = join(testdir(t, { link: t.fixture('symlink', 'missing') }), 'link')
   setMtimeNs(link, EXACT, { noFollow: true })
   t.equal(mtimeNs(link), EXACT)
 })
 
 t.test('sets a directory mtime', { skip }, async (t) => {
-  const dir = t.testdir({ sub: {} })
+  const dir = testdir(t, { sub: {} })
   setMtimeNs(join(dir, 'sub'), EXACT, { noFollow: true })
   t.equal(mtimeNs(join(dir, 'sub')), EXACT)
 })
 
 t.test('sets an mtime through a file descriptor', { skip }, async (t) => {
-  const p = join(t.testdir({ f: 'x' }), 'f')
+  const p = join(testdir(t, { f: 'x' }), 'f')
   const fd = fs.openSync(p, 'r+')
   t.teardown(() => fs.closeSync(fd))
   setMtimeNsFd(fd, EXACT)
@@ -109,7 +110,7 @@ t.test('sets an mtime through a file descriptor', { skip }, async (t) => {
 })
 
 t.test('reports errors with Node-style codes', async (t) => {
-  const missing = join(t.testdir({}), 'missing')
+  const missing = join(testdir(t, {}), 'missing')
   t.throws(() => setMtimeNs(missing, EXACT, { noFollow: true }), { code: 'ENOENT', path: missing })
   t.throws(() => setMtimeNs(missing, EXACT, { noFollow: false }), { code: 'ENOENT' })
   t.throws(() => setMtimeNsFd(2 ** 30, EXACT), { code: 'EBADF' })
@@ -124,14 +125,14 @@ t.test('reports errors with Node-style codes', async (t) => {
 })
 
 t.test('syncFileSystem flushes the file system of a directory fd', { skip }, async (t) => {
-  const fd = fs.openSync(t.testdir({ f: 'x' }), 'r')
+  const fd = fs.openSync(testdir(t, { f: 'x' }), 'r')
   t.teardown(() => fs.closeSync(fd))
   await t.resolves(syncFileSystem(fd))
   await t.rejects(syncFileSystem(2 ** 30), { code: 'EBADF', syscall: 'syncfs' })
 })
 
 t.test('an unnamed file is invisible until linkUnnamedFile names it, and a taken name is EEXIST', { skip }, async (t) => {
-  const dir = t.testdir({ taken: 'x' })
+  const dir = testdir(t, { taken: 'x' })
   const fd = openUnnamedFile(dir, 0o640)
   t.not(fd, null, 'this file system has O_TMPFILE')
   t.teardown(() => fs.closeSync(fd!))
@@ -148,7 +149,7 @@ t.test('an unnamed file is invisible until linkUnnamedFile names it, and a taken
 })
 
 t.test('copyFileRange copies a range between files inside the kernel', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const data = Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => (i * 31) & 0xff))
   fs.writeFileSync(join(dir, 'src'), data)
   const src = fs.openSync(join(dir, 'src'), 'r')
@@ -166,7 +167,7 @@ t.test('copyFileRange copies a range between files inside the kernel', async (t)
 })
 
 t.test('copyThrough writes a range with O_DIRECT, reading the source from the cache or the disk', { skip }, async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const data = Buffer.from(Array.from({ length: (9 << 20) + 777 }, (_, i) => (i * 131 + (i >> 12)) & 0xff))
   fs.writeFileSync(join(dir, 'src'), data)
   const cached = fs.openSync(join(dir, 'src'), 'r')
@@ -195,7 +196,7 @@ t.test('copyThrough writes a range with O_DIRECT, reading the source from the ca
 })
 
 t.test('writeThroughAt writes an aligned buffer with O_DIRECT, past the page cache', { skip }, async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const length = 3 << 20
   const buf = alignedBuffer(length + 100)!
   t.equal(buf.length, length + 100)
@@ -231,7 +232,7 @@ t.test('without the addon, falls back to fs.utimes within 1 µs', async (t) => {
   t.equal(fallback.nativeAvailable, false)
   t.equal(fallback.nativeLoadError?.message, 'no addon')
 
-  const dir = t.testdir({ f: 'x', sub: {}, target: 'x', link: t.fixture('symlink', 'target') })
+  const dir = testdir(t, { f: 'x', sub: {}, target: 'x', link: t.fixture('symlink', 'target') })
   const within1us = (p: string, want: bigint, what: string) =>
     t.ok(abs(mtimeNs(p) - want) <= 1000n, `${what}: ${mtimeNs(p)} ~ ${want}`)
 

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, symlinkSync, writeFileS
 import { join } from 'node:path'
 import t from 'tap'
 import { removeTree } from '../src/fs/remove-tree.js'
+import { testdir } from './helpers/testdir.js'
 
 /** Makes `top/n…/n…/…` deeper than PATH_MAX by building it short and moving it under a long prefix. */
 function deepTree(base: string): { top: string; depth: number } {
@@ -24,7 +25,7 @@ function deepTree(base: string): { top: string; depth: number } {
 }
 
 t.test('removes a tree whose paths are longer than PATH_MAX', async (t) => {
-  const base = t.testdir({ spare: {} })
+  const base = testdir(t, { spare: {} })
   const { top, depth } = deepTree(base)
   t.ok(depth >= 14, `${depth} levels of 250-byte names`)
   await removeTree(top, join(base, 'spare'))
@@ -33,7 +34,7 @@ t.test('removes a tree whose paths are longer than PATH_MAX', async (t) => {
 })
 
 t.test('a symlink is removed, never followed', async (t) => {
-  const base = t.testdir({ outside: { 'keep.txt': 'precious' }, trash: {}, spare: {} })
+  const base = testdir(t, { outside: { 'keep.txt': 'precious' }, trash: {}, spare: {} })
   symlinkSync(join(base, 'outside'), join(base, 'trash', 'link'))
   mkdirSync(join(base, 'trash', 'dir'))
   symlinkSync(join(base, 'outside'), join(base, 'trash', 'dir', 'inner-link'))
@@ -44,7 +45,7 @@ t.test('a symlink is removed, never followed', async (t) => {
 })
 
 t.test('a missing path is not an error; a file is removed', async (t) => {
-  const base = t.testdir({ f: 'x' })
+  const base = testdir(t, { f: 'x' })
   await removeTree(join(base, 'missing'), base)
   await removeTree(join(base, 'f'), base)
   t.same(readdirSync(base), [])

@@ -5,6 +5,7 @@ import * as os from 'node:os'
 import { join } from 'node:path'
 import { type LocalEntry, rootIdentity, sameRoot, scanTree, statEntry } from '../src/client/scan.js'
 import { listDirFunction } from '../src/fs/list-dir.js'
+import { testdir } from './helpers/testdir.js'
 
 const portable = process.env.SFM_NO_FOLDER_ADDON === '1'
 t.equal(listDirFunction() !== null, !portable, portable ? 'scans with readdir and lstat' : 'scans with the addon (built by npm install)')
@@ -26,7 +27,7 @@ function touchNs(path: string, seconds: number, nanos: number) {
 }
 
 t.test('reports files, directories and symlinks with their fields', async t => {
-  const root = t.testdir({ dir: { 'file.txt': 'hello, sfm\n' } })
+  const root = testdir(t, { dir: { 'file.txt': 'hello, sfm\n' } })
   fs.symlinkSync('dir/file.txt', join(root, 'link'))
   fs.chmodSync(join(root, 'dir/file.txt'), 0o4751)
   fs.chmodSync(join(root, 'dir'), 0o750)
@@ -60,7 +61,7 @@ t.test('reports files, directories and symlinks with their fields', async t => {
 })
 
 t.test('skips an entry whose time does not fit int64 nanoseconds, with one warning', async t => {
-  const root = t.testdir({ 'far.txt': 'from 2300\n', 'near.txt': 'now\n', 'nanos.txt': 'exact\n' })
+  const root = testdir(t, { 'far.txt': 'from 2300\n', 'near.txt': 'now\n', 'nanos.txt': 'exact\n' })
   // 2300-01-01: past 2262, where int64 nanoseconds end (PROTOCOL.md 3.4's mtime_ns)
   execFileSync('touch', ['-h', '-m', '-d', '@10413792000', join(root, 'far.txt')])
   // the last second that fits, to the nanosecond: kept exactly
@@ -75,7 +76,7 @@ t.test('skips an entry whose time does not fit int64 nanoseconds, with one warni
 })
 
 t.test('does not follow a symlink to a directory', async t => {
-  const root = t.testdir({ real: { inside: 'x' } })
+  const root = testdir(t, { real: { inside: 'x' } })
   fs.symlinkSync('real', join(root, 'link'))
   fs.symlinkSync('/', join(root, 'slash'))
   const { entries } = await scan(root)
@@ -84,14 +85,14 @@ t.test('does not follow a symlink to a directory', async t => {
 })
 
 t.test('keeps a dangling symlink and an absolute one as data', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   fs.symlinkSync('../../nowhere', join(root, 'dangling'))
   const { entries } = await scan(root)
   t.equal(entries.get('dangling')!.target, '../../nowhere')
 })
 
 t.test('skips a FIFO with one warning', async t => {
-  const root = t.testdir({ a: { keep: 'x' } })
+  const root = testdir(t, { a: { keep: 'x' } })
   execFileSync('mkfifo', [join(root, 'a/pipe')])
   const { entries, warnings } = await scan(root)
   t.same(sortedKeys(entries), ['a', 'a/keep'])
@@ -101,7 +102,7 @@ t.test('skips a FIFO with one warning', async t => {
 
 t.test('skips a socket with one warning', async t => {
   const net = await import('node:net')
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const server = net.createServer()
   await new Promise<void>(resolve => server.listen(join(root, 'sock'), resolve))
   t.teardown(() => new Promise<void>(resolve => server.close(() => resolve())))
@@ -112,7 +113,7 @@ t.test('skips a socket with one warning', async t => {
 })
 
 t.test('skips a top-level .sfm with one warning but keeps a/.sfm and .sfmx', async t => {
-  const root = t.testdir({
+  const root = testdir(t, {
     '.sfm': { tmp: { x: 'x' }, trash: {} },
     '.sfmx': 'x',
     a: { '.sfm': { y: 'y' } },
@@ -127,7 +128,7 @@ t.test('skips a top-level .sfm with one warning but keeps a/.sfm and .sfmx', asy
 })
 
 t.test('under limits the scan to one subtree', async t => {
-  const root = t.testdir({
+  const root = testdir(t, {
     a: { b: { c: 'c', d: { e: 'e' } }, sibling: 's' },
     ab: 'not below a',
     top: 't',
@@ -146,7 +147,7 @@ t.test('under limits the scan to one subtree', async t => {
 })
 
 t.test('isIgnored prunes entries and whole directories', async t => {
-  const root = t.testdir({ node_modules: { x: { y: 'y' } }, src: { 'a.c': 'a', 'a.o': 'o' } })
+  const root = testdir(t, { node_modules: { x: { y: 'y' } }, src: { 'a.c': 'a', 'a.o': 'o' } })
   const seen: [string, boolean][] = []
   const isIgnored = (path: string, isDir: boolean) => {
     seen.push([path, isDir])
@@ -163,7 +164,7 @@ t.test('isIgnored prunes entries and whole directories', async t => {
 
 t.test('keeps names with a backslash, a leading dash, NFC and NFD exactly', async t => {
   const names = ['back\\slash', '-rf', '--', 'caf\u00e9', 'cafe\u0301', ' space ', 'tab\there', 'new\nline', '\ufffd-real']
-  const root = t.testdir(Object.fromEntries(names.map(name => [name, name])))
+  const root = testdir(t, Object.fromEntries(names.map(name => [name, name])))
   const { entries, warnings } = await scan(root)
   t.same(warnings, [])
   t.same(sortedKeys(entries), [...names].sort())
@@ -172,7 +173,7 @@ t.test('keeps names with a backslash, a leading dash, NFC and NFD exactly', asyn
 })
 
 t.test('skips a name that is not UTF-8, with one warning', async t => {
-  const root = t.testdir({ sub: { ok: 'x', '\ufffd': 'a real U+FFFD' } })
+  const root = testdir(t, { sub: { ok: 'x', '\ufffd': 'a real U+FFFD' } })
   fs.writeFileSync(Buffer.concat([Buffer.from(`${root}/sub/`), Buffer.from([0xff, 0x61])]), 'x')
   fs.mkdirSync(Buffer.concat([Buffer.from(`${root}/`), Buffer.from([0x62, 0xc3, 0x28])]))
   fs.writeFileSync(Buffer.concat([Buffer.from(`${root}/`), Buffer.from([0x62, 0xc3, 0x28, 0x2f, 0x63])]), 'inside')
@@ -184,7 +185,7 @@ t.test('skips a name that is not UTF-8, with one warning', async t => {
 })
 
 t.test('skips a symlink whose target is not UTF-8, with one warning', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   fs.symlinkSync(Buffer.from([0x66, 0xfe]), join(root, 'bad'))
   fs.symlinkSync('\ufffd', join(root, 'good'))
   const { entries, warnings } = await scan(root)
@@ -227,7 +228,7 @@ t.test('warns about a path the system cannot reach from a deep root', async t =>
 })
 
 t.test('an unreadable directory is marked, with one warning', async t => {
-  const root = t.testdir({ locked: { x: 'x' } })
+  const root = testdir(t, { locked: { x: 'x' } })
   const locked = join(root, 'locked')
   fs.chmodSync(locked, 0)
   const { entries, warnings } = await scan(root)
@@ -243,7 +244,7 @@ t.test('an unreadable directory is marked, with one warning', async t => {
 })
 
 t.test('a warning callback that throws fails the scan', async t => {
-  const root = t.testdir({ a: {} })
+  const root = testdir(t, { a: {} })
   execFileSync('mkfifo', [join(root, 'a/pipe')])
   await t.rejects(
     scanTree(root, {
@@ -256,7 +257,7 @@ t.test('a warning callback that throws fails the scan', async t => {
 })
 
 t.test('a root that is missing or not a directory is SFM_ROOT_GONE', async t => {
-  const root = t.testdir({ file: 'x' })
+  const root = testdir(t, { file: 'x' })
   await t.rejects(scan(join(root, 'missing')), { code: 'SFM_ROOT_GONE', message: /does not exist/ })
   await t.rejects(scan(join(root, 'file')), { code: 'SFM_ROOT_GONE', message: /not a directory/ })
   await t.rejects(rootIdentity(join(root, 'missing')), { code: 'SFM_ROOT_GONE' })
@@ -264,7 +265,7 @@ t.test('a root that is missing or not a directory is SFM_ROOT_GONE', async t => 
 })
 
 t.test('a root given as a symlink is followed', async t => {
-  const base = t.testdir({ real: { x: 'x' } })
+  const base = testdir(t, { real: { x: 'x' } })
   fs.symlinkSync('real', join(base, 'root'))
   const { entries } = await scan(join(base, 'root'))
   t.same(sortedKeys(entries), ['x'])
@@ -274,7 +275,7 @@ t.test('a root given as a symlink is followed', async t => {
 })
 
 t.test('sameRoot tells a replaced root apart even when its inode number is reused', async t => {
-  const base = t.testdir({ root: {} })
+  const base = testdir(t, { root: {} })
   const root = join(base, 'root')
   const before = await rootIdentity(root)
   t.ok(sameRoot(before, await rootIdentity(root)))
@@ -286,7 +287,7 @@ t.test('sameRoot tells a replaced root apart even when its inode number is reuse
 })
 
 t.test('an entry that vanishes during the scan is absent without a warning', async t => {
-  const root = t.testdir(Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`f${i}`, 'x'])))
+  const root = testdir(t, Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`f${i}`, 'x'])))
   // Remove files while the scan runs; each one is either seen whole or not at all.
   const scanning = scan(root, { concurrency: 2 })
   for (let i = 0; i < 500; i += 2) fs.rmSync(join(root, `f${i}`), { force: true })
@@ -297,7 +298,7 @@ t.test('an entry that vanishes during the scan is absent without a warning', asy
 })
 
 t.test('statEntry reads one path', async t => {
-  const root = t.testdir({ a: { b: 'bb' }, f: 'x' })
+  const root = testdir(t, { a: { b: 'bb' }, f: 'x' })
   fs.symlinkSync('a', join(root, 'alias'))
   execFileSync('mkfifo', [join(root, 'a/pipe')])
   t.match(await statEntry(root, 'a/b'), { kind: 'file', size: 2 })
@@ -315,14 +316,14 @@ t.test('statEntry reads one path', async t => {
 })
 
 t.test('statEntry and scanTree agree', async t => {
-  const root = t.testdir({ a: { b: { c: 'c' } }, d: 'd' })
+  const root = testdir(t, { a: { b: { c: 'c' } }, d: 'd' })
   fs.symlinkSync('d', join(root, 'e'))
   const { entries } = await scan(root)
   for (const [path, entry] of entries) t.same(await statEntry(root, path), entry, path)
 })
 
 t.test('scans 20,000 files in reasonable time', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   // 200 directories of 100 files, written directly: t.testdir would spend longer than the scan.
   for (let d = 0; d < 200; d++) {
     const dir = join(root, `dir${d}`)

@@ -27,6 +27,7 @@ import { MirrorDigest } from '../src/protocol/mirror-digest.js'
 import { SfmServer, type ServerOptions } from '../src/server/server.js'
 import { Upload } from '../src/server/upload.js'
 import { uploadFiles } from './helpers/procs.js'
+import { testdir } from './helpers/testdir.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
 type Test = Pick<typeof t, 'teardown' | 'testdir' | 'ok' | 'equal' | 'same' | 'match' | 'notMatch'>
@@ -186,7 +187,7 @@ interface Running {
 }
 
 async function startServer(t: Test, opts: Partial<ServerOptions> = {}): Promise<Running> {
-  const dir = t.testdir({ x: 'outside the mirror\n' })
+  const dir = testdir(t, { x: 'outside the mirror\n' })
   const root = join(dir, 'mirror')
   const server = await within(
     SfmServer.start({ root, host: HOST, port: 0, fsync: false, log: silentLogger, ...opts }),
@@ -864,7 +865,7 @@ t.test('with fsync, a burst of small files: data flushed before each link, each 
 t.test('a client that connects while the mirror is still opening is served once it is open', async (t) => {
   // --adopt over files the journal does not cover: opening reads and indexes all of them
   const files = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`f${i}`, randomBytes(256 << 10)]))
-  const dir = t.testdir({ m: files })
+  const dir = testdir(t, { m: files })
   const port = await new Promise<number>((resolve) => {
     const probe = net.createServer().listen(0, HOST, () => {
       const { port } = probe.address() as net.AddressInfo

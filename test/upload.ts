@@ -15,6 +15,7 @@ import type { Commit, Ref } from '../src/protocol/messages.js'
 import { contentIdOf } from '../src/tree.js'
 import { Mirror, type MirrorOptions, type StagedFile } from '../src/server/mirror.js'
 import { Upload, type WriteBudget } from '../src/server/upload.js'
+import { testdir } from './helpers/testdir.js'
 
 type Test = Pick<typeof t, 'teardown' | 'ok' | 'notOk' | 'equal' | 'rejects'>
 
@@ -123,7 +124,7 @@ async function stageCode(p: Promise<unknown>): Promise<string> {
 }
 
 t.test('CHUNKs and stage give a temporary file with the right content, mode, mtime and manifest', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const data = bytes(700_000, 1)
@@ -154,7 +155,7 @@ t.test('CHUNKs and stage give a temporary file with the right content, mode, mti
 })
 
 t.test('CHUNKs bigger than sfm cuts (another client may send up to 1 MiB) are written on the thread pool', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const data = bytes(3 * 600_000 + 5, 4)
@@ -196,7 +197,7 @@ function directIoWorks(dir: string): boolean {
 }
 
 t.test('a big REF range of an upload flushed before it is confirmed is written through to the disk, not the page cache', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const dataA = bytes((4 << 20) + 4321, 15)
@@ -231,7 +232,7 @@ t.test('a big REF range of an upload flushed before it is confirmed is written t
 })
 
 t.test('CHUNK data past the first MiB of an upload flushed before it is confirmed is written to the disk, not the page cache', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const base = await put(m, budget, 'base', bytes(300_000, 20))
@@ -277,7 +278,7 @@ t.test('CHUNK data past the first MiB of an upload flushed before it is confirme
 })
 
 t.test('staged for a file-system-wide flush, an upload is an unnamed file until it is linked into place', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const data = bytes(200_000, 7)
@@ -326,7 +327,7 @@ t.test('staged for a file-system-wide flush, an upload is an unnamed file until 
 })
 
 t.test('a discarded unnamed upload leaves nothing behind', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const data = bytes(100_000, 9)
@@ -342,7 +343,7 @@ t.test('a discarded unnamed upload leaves nothing behind', { skip: nativeAvailab
 })
 
 t.test('an upload with no CHUNK or REFS is the empty file', async (t) => {
-  const m = await openMirror(t, { root: t.testdir() })
+  const m = await openMirror(t, { root: testdir(t) })
   const budget = new CountingBudget()
   const u = new Upload(nextId++, m, budget)
   const s = await u.stage(commitMsg('e', 0, EMPTY_CONTENT_ID), false)
@@ -353,7 +354,7 @@ t.test('an upload with no CHUNK or REFS is the empty file', async (t) => {
 })
 
 t.test('a CHUNK whose hash does not match its data fails the upload: SFM_ERR_HASH_MISMATCH', async (t) => {
-  const m = await openMirror(t, { root: t.testdir() })
+  const m = await openMirror(t, { root: testdir(t) })
   const budget = new CountingBudget()
   const data = bytes(300_000, 2)
   const d = digestBuffer(data)
@@ -371,7 +372,7 @@ t.test('a CHUNK whose hash does not match its data fails the upload: SFM_ERR_HAS
 })
 
 t.test('REFS to content the index has: copied and verified', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const dataA = bytes(600_000, 3)
@@ -411,7 +412,7 @@ t.test('REFS to content the index has: copied and verified', async (t) => {
 })
 
 t.test('a REF can name content in the trash (deleted during the grace period)', async (t) => {
-  const m = await openMirror(t, { root: t.testdir(), trashTtlMs: 60_000 })
+  const m = await openMirror(t, { root: testdir(t), trashTtlMs: 60_000 })
   const budget = new CountingBudget()
   const data = bytes(200_000, 4)
   const a = await put(m, budget, 'a', data)
@@ -425,7 +426,7 @@ t.test('a REF can name content in the trash (deleted during the grace period)', 
 })
 
 t.test('a REF whose first place leaves before its copy (trash expired, file removed behind the server) is copied from another place', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root, trashTtlMs: 60_000 })
   const budget = new CountingBudget()
   const data = bytes(600_000, 14)
@@ -465,7 +466,7 @@ t.test('a REF whose first place leaves before its copy (trash expired, file remo
 })
 
 t.test('an unknown REF fails the upload: SFM_ERR_MISSING', async (t) => {
-  const m = await openMirror(t, { root: t.testdir() })
+  const m = await openMirror(t, { root: testdir(t) })
   const budget = new CountingBudget()
   const a = await put(m, budget, 'a', bytes(100_000, 5))
 
@@ -496,7 +497,7 @@ t.test('an unknown REF fails the upload: SFM_ERR_MISSING', async (t) => {
 })
 
 t.test('a REF to a chunk sent earlier in the same upload', async (t) => {
-  const m = await openMirror(t, { root: t.testdir() })
+  const m = await openMirror(t, { root: testdir(t) })
   const budget = new CountingBudget()
   const c = bytes(5000, 6)
   const other = Buffer.from('between')
@@ -517,7 +518,7 @@ t.test('a REF to a chunk sent earlier in the same upload', async (t) => {
 })
 
 t.test('a COMMIT whose size or content id disagrees with the upload: SFM_ERR_CONTENT_MISMATCH', async (t) => {
-  const m = await openMirror(t, { root: t.testdir() })
+  const m = await openMirror(t, { root: testdir(t) })
   const budget = new CountingBudget()
   const data = bytes(150_000, 7)
   const d = digestBuffer(data)
@@ -541,7 +542,7 @@ t.test('a COMMIT whose size or content id disagrees with the upload: SFM_ERR_CON
 })
 
 t.test('a mirror file changed behind the server (same size and mtime): a REF to it is SFM_ERR_MISSING and the index forgets it', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const original = bytes(400_000, 8)
@@ -568,7 +569,7 @@ t.test('a mirror file changed behind the server (same size and mtime): a REF to 
 })
 
 t.test('a REF to one unchanged chunk of a file changed elsewhere is still served; the file is dropped once a bad chunk is read', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const original = bytes(600_000, 10)
@@ -597,7 +598,7 @@ t.test('a REF to one unchanged chunk of a file changed elsewhere is still served
 })
 
 t.test('a mirror file cut short behind the server: a REF to it is SFM_ERR_MISSING', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const m = await openMirror(t, { root })
   const budget = new CountingBudget()
   const a = await put(m, budget, 'a', bytes(300_000, 11))
@@ -611,7 +612,7 @@ t.test('a mirror file cut short behind the server: a REF to it is SFM_ERR_MISSIN
 })
 
 t.test('a file changed behind a stopped server: after the restart, a REF to the old content is SFM_ERR_MISSING', async (t) => {
-  const root = t.testdir()
+  const root = testdir(t)
   const budget = new CountingBudget()
   const m = await openMirror(t, { root })
   const a = await put(m, budget, 'a', bytes(300_000, 12), T1)
@@ -629,7 +630,7 @@ t.test('a file changed behind a stopped server: after the restart, a REF to the 
 })
 
 t.test('discard() removes the temporary file and fails the upload', async (t) => {
-  const m = await openMirror(t, { root: t.testdir() })
+  const m = await openMirror(t, { root: testdir(t) })
   const budget = new CountingBudget()
   const data = bytes(200_000, 14)
   const d = digestBuffer(data)
@@ -650,7 +651,7 @@ t.test('discard() removes the temporary file and fails the upload', async (t) =>
 })
 
 t.test('a staged file that is discarded instead of committed leaves nothing', async (t) => {
-  const m = await openMirror(t, { root: t.testdir() })
+  const m = await openMirror(t, { root: testdir(t) })
   const budget = new CountingBudget()
   const data = Buffer.from('short')
   const u = new Upload(nextId++, m, budget)

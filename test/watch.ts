@@ -6,6 +6,7 @@ import * as os from 'node:os'
 import { join } from 'node:path'
 import { type WatchError, collapse, isWatchLimit, watchFolder, watchLimitError } from '../src/client/watch.js'
 import { sleep, waitUntil } from './helpers/procs.js'
+import { testdir } from './helpers/testdir.js'
 
 const DEADLINE_MS = 5_000
 
@@ -31,7 +32,7 @@ async function record(t: Test, root: string, opts: Parameters<typeof watchFolder
 }
 
 t.test('reports a file write', async t => {
-  const root = t.testdir({ dir: { f: 'one' } })
+  const root = testdir(t, { dir: { f: 'one' } })
   const w = await record(t, root)
   fs.writeFileSync(join(root, 'dir/f'), 'two')
   await w.sees('dir/f')
@@ -39,7 +40,7 @@ t.test('reports a file write', async t => {
 })
 
 t.test('reports at least the top of a tree made with mkdir -p', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const w = await record(t, root)
   execFileSync('sh', ['-c', 'mkdir -p a/b/c && echo x > a/b/c/f'], { cwd: root })
   await w.sees('a')
@@ -48,7 +49,7 @@ t.test('reports at least the top of a tree made with mkdir -p', async t => {
 
 t.test('keeps watching inside a tree that was moved in whole', async t => {
   // @parcel/watcher only watches the top directory of such a tree; the adapter covers the rest.
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const outside = fs.mkdtempSync(join(os.tmpdir(), 'sfm-outside-'))
   t.teardown(() => fs.rmSync(outside, { recursive: true, force: true }))
   fs.mkdirSync(join(outside, 't/u/v'), { recursive: true })
@@ -69,7 +70,7 @@ t.test('keeps watching inside a tree that was moved in whole', async t => {
 })
 
 t.test('keeps watching inside a tree made with mkdir -p', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const w = await record(t, root)
   execFileSync('mkdir', ['-p', 'a/b/c/d/e'], { cwd: root })
   await w.sees('a')
@@ -80,7 +81,7 @@ t.test('keeps watching inside a tree made with mkdir -p', async t => {
 })
 
 t.test('a rename shows both names', async t => {
-  const root = t.testdir({ old: 'x', dir: { inner: 'y' } })
+  const root = testdir(t, { old: 'x', dir: { inner: 'y' } })
   const w = await record(t, root)
   fs.renameSync(join(root, 'old'), join(root, 'new'))
   fs.renameSync(join(root, 'dir'), join(root, 'moved'))
@@ -89,7 +90,7 @@ t.test('a rename shows both names', async t => {
 })
 
 t.test('deleting the root gives SFM_ROOT_GONE', async t => {
-  const base = t.testdir({ root: { a: { b: 'b' }, c: 'c' } })
+  const base = testdir(t, { root: { a: { b: 'b' }, c: 'c' } })
   const root = join(base, 'root')
   const w = await record(t, root)
   fs.rmSync(root, { recursive: true })
@@ -101,7 +102,7 @@ t.test('deleting the root gives SFM_ROOT_GONE', async t => {
 })
 
 t.test('moving the root away gives SFM_ROOT_GONE', async t => {
-  const base = t.testdir({ root: { a: 'a' } })
+  const base = testdir(t, { root: { a: 'a' } })
   const w = await record(t, join(base, 'root'))
   fs.renameSync(join(base, 'root'), join(base, 'elsewhere'))
   await waitFor(() => w.errors.length > 0, 'an error')
@@ -109,7 +110,7 @@ t.test('moving the root away gives SFM_ROOT_GONE', async t => {
 })
 
 t.test('renaming a parent of the root gives SFM_ROOT_GONE (no event: the timer sees it)', async t => {
-  const base = t.testdir({ parent: { root: { a: 'a' } } })
+  const base = testdir(t, { parent: { root: { a: 'a' } } })
   const w = await record(t, join(base, 'parent/root'), { rootCheckMs: 50 })
   fs.renameSync(join(base, 'parent'), join(base, 'parent2'))
   await waitFor(() => w.errors.length > 0, 'an error')
@@ -117,7 +118,7 @@ t.test('renaming a parent of the root gives SFM_ROOT_GONE (no event: the timer s
 })
 
 t.test('a root replaced by a new directory gives SFM_ROOT_GONE', async t => {
-  const base = t.testdir({ root: {} })
+  const base = testdir(t, { root: {} })
   const root = join(base, 'root')
   const w = await record(t, root, { rootCheckMs: 50 })
   fs.rmdirSync(root)
@@ -128,7 +129,7 @@ t.test('a root replaced by a new directory gives SFM_ROOT_GONE', async t => {
 })
 
 t.test('unmounting the root gives SFM_ROOT_GONE', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   try {
     execFileSync('mount', ['-t', 'tmpfs', 'sfm-test', root], { stdio: 'ignore' })
   } catch {
@@ -150,14 +151,14 @@ t.test('unmounting the root gives SFM_ROOT_GONE', async t => {
 })
 
 t.test('a missing root or a file is SFM_ROOT_GONE at start', async t => {
-  const base = t.testdir({ file: 'x' })
+  const base = testdir(t, { file: 'x' })
   const nothing = () => {}
   await t.rejects(watchFolder(join(base, 'missing'), nothing, nothing), { code: 'SFM_ROOT_GONE' })
   await t.rejects(watchFolder(join(base, 'file'), nothing, nothing), { code: 'SFM_ROOT_GONE' })
 })
 
 t.test('a root given as a symlink is watched through it', async t => {
-  const base = t.testdir({ real: {} })
+  const base = testdir(t, { real: {} })
   fs.symlinkSync('real', join(base, 'link'))
   const w = await record(t, join(base, 'link'))
   fs.writeFileSync(join(base, 'real/f'), 'x')
@@ -165,7 +166,7 @@ t.test('a root given as a symlink is watched through it', async t => {
 })
 
 t.test('close() stops events', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const w = await record(t, root)
   fs.writeFileSync(join(root, 'before'), 'x')
   await w.sees('before')
@@ -183,7 +184,7 @@ t.test('close() in the middle of a stream of events: nothing is reported after i
   // Reports are on their way all the time here, so close() often lands while one is between its root
   // check and the caller: it must be dropped there too.
   for (let round = 0; round < 8; round++) {
-    const root = t.testdir({})
+    const root = testdir(t, {})
     const w = await record(t, root)
     let written = 0
     const writer = setInterval(() => fs.writeFileSync(join(root, `f${written++}`), 'x'), 2)
@@ -204,7 +205,7 @@ t.test('close() in the middle of a stream of events: nothing is reported after i
 })
 
 t.test('ignores a top-level .sfm, not a/.sfm or .sfmx', async t => {
-  const root = t.testdir({ a: {} })
+  const root = testdir(t, { a: {} })
   const w = await record(t, root)
   fs.mkdirSync(join(root, '.sfm'))
   fs.writeFileSync(join(root, '.sfm/x'), 'x')
@@ -218,7 +219,7 @@ t.test('ignores a top-level .sfm, not a/.sfm or .sfmx', async t => {
 })
 
 t.test('the ignore option leaves subtrees out', async t => {
-  const root = t.testdir({ node_modules: { x: {} }, src: {} })
+  const root = testdir(t, { node_modules: { x: {} }, src: {} })
   const w = await record(t, root, { ignore: ['node_modules'] })
   fs.writeFileSync(join(root, 'node_modules/x/f'), 'x')
   fs.writeFileSync(join(root, 'node_modules/g'), 'x')
@@ -230,7 +231,7 @@ t.test('the ignore option leaves subtrees out', async t => {
 })
 
 t.test('a name that is not UTF-8 does not break the watch', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const w = await record(t, root)
   fs.writeFileSync(Buffer.concat([Buffer.from(`${root}/`), Buffer.from([0xff, 0x61])]), 'x')
   fs.writeFileSync(join(root, 'after'), 'x')
@@ -260,12 +261,12 @@ t.test('maps a subscribe that fails on the watch limit to SFM_WATCH_LIMIT', asyn
       },
     },
   })
-  const root = t.testdir({})
+  const root = testdir(t, {})
   await t.rejects(mocked(root, () => {}, () => {}), { code: 'SFM_WATCH_LIMIT', message: /sudo sysctl/ })
 })
 
 t.test('maps an error reported while watching', async t => {
-  const root = t.testdir({})
+  const root = testdir(t, {})
   const w = await withMockedLibrary(t, root)
   const real = fs.realpathSync(root)
   w.deliver(null, [
@@ -303,7 +304,7 @@ t.test('maps a watch-limit error reported while watching', async t => {
     },
   })
   const errors: WatchError[] = []
-  const watch = await mocked(t.testdir({}), () => {}, err => errors.push(err))
+  const watch = await mocked(testdir(t, {}), () => {}, err => errors.push(err))
   t.teardown(() => watch.close())
   callback!(new Error("inotify_add_watch on '/x' failed: No space left on device"), [])
   await waitFor(() => errors.length > 0, 'an error')
@@ -351,7 +352,7 @@ async function withMockedLibrary(t: Test, root: string) {
 }
 
 t.test('changes in a directory the library reported lately are reported before its next batch', async t => {
-  const root = t.testdir({ d: { x: 'x' } })
+  const root = testdir(t, { d: { x: 'x' } })
   const w = await withMockedLibrary(t, root)
   w.library([['d/x', 'update']])
   await waitFor(() => w.seen('d/x'), 'the library batch')
@@ -363,7 +364,7 @@ t.test('changes in a directory the library reported lately are reported before i
 })
 
 t.test("the library's batch repeating deletes that hints reported is reported, and so are deletes it left out", async t => {
-  const root = t.testdir({ d: { a: 'a', b: 'b', c: 'c', x: 'x' } })
+  const root = testdir(t, { d: { a: 'a', b: 'b', c: 'c', x: 'x' } })
   const w = await withMockedLibrary(t, root)
   w.library([['d/x', 'update']])
   await waitFor(() => w.seen('d/x'), 'the library batch')

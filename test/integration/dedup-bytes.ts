@@ -7,12 +7,13 @@ import { join } from 'node:path'
 import t from 'tap'
 import { mirrorDifference, startServer, syncOnce } from '../helpers/procs.js'
 import { startProxy } from '../helpers/proxy.js'
+import { testdir } from '../helpers/testdir.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
 
 t.test('each change to a big mirrored file costs only what changed', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)

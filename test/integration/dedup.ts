@@ -10,11 +10,12 @@ import { silentLogger } from '../../src/log.js'
 import { treeIds } from '../../src/client/uploader.js'
 import { sleep, startClient, startServer, syncOnce, waitForMirror } from '../helpers/procs.js'
 import { startProxy } from '../helpers/proxy.js'
+import { testdir } from '../helpers/testdir.js'
 
 const MiB = 1 << 20
 
 t.test('a file moved out and back in under a new name seconds later costs no data', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -34,7 +35,7 @@ t.test('a file moved out and back in under a new name seconds later costs no dat
 })
 
 t.test('a copy made seconds after its original was deleted costs no data', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -54,7 +55,7 @@ t.test('a copy made seconds after its original was deleted costs no data', async
 })
 
 t.test('a copy and the delete of its original in separate batches cost no data', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(join(src, 'sub'), { recursive: true })
@@ -73,7 +74,7 @@ t.test('a copy and the delete of its original in separate batches cost no data',
 })
 
 t.test('a restarted server still dedups, with its journal or without it', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -96,7 +97,7 @@ t.test('a restarted server still dedups, with its journal or without it', async 
 })
 
 t.test('an index rebuilt from scratch answers HAVE? exactly as the journal did', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)

@@ -30,6 +30,7 @@ import {
 } from '../helpers/faults.js'
 import { mirrorDifference, sleep, startClient, startServer, waitUntil, type Proc, type Server } from '../helpers/procs.js'
 import { startProxy, type Proxy } from '../helpers/proxy.js'
+import { testdir } from '../helpers/testdir.js'
 
 const FULL = process.env['SFM_FULL'] === '1'
 const SEED = runSeed()
@@ -81,11 +82,11 @@ class Rig {
   ) {}
 
   static async start(t: Tap, label: string, opts: { proxy: boolean; data: DatasetOptions; mirror?: string; clientArgs?: string[] }): Promise<Rig> {
-    // Registered before t.testdir(), so that it runs before the fixture is removed: a client still
+    // Registered before testdir(t), so that it runs before the fixture is removed: a client still
     // watching the folder would mirror its removal into a mirror being removed at the same time.
     let made: Rig | null = null
     t.teardown(() => made?.stopAll())
-    const dir = t.testdir()
+    const dir = testdir(t)
     const src = join(dir, 'src')
     const mirror = opts.mirror ?? join(dir, 'mirror')
     mkdirSync(src)

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { MAGIC } from '../../src/protocol/constants.js'
 import { mirrorDifference, sleep, startServer, syncOnce } from '../helpers/procs.js'
+import { testdir } from '../helpers/testdir.js'
 
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -18,7 +19,7 @@ function connect(port: number): Promise<net.Socket> {
 }
 
 t.test('idle, garbage and slow connections cost the real client nothing and the server little', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   mkdirSync(src)
   for (let i = 0; i < 200; i++) writeFileSync(join(src, `f${i}`), `file ${i}`)

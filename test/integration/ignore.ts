@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:
 import { join } from 'node:path'
 import t from 'tap'
 import { startClient, startServer, syncOnce, waitUntil } from '../helpers/procs.js'
+import { testdir } from '../helpers/testdir.js'
 
 /** Every file below `dir` (wire paths), except the server's own state. */
 function files(dir: string): string[] {
@@ -15,7 +16,7 @@ function files(dir: string): string[] {
 }
 
 t.test('.sfmignore and --ignore keep paths off the mirror; negations bring some back', async (t) => {
-  const dir = t.testdir({
+  const dir = testdir(t, {
     src: {
       '.sfmignore': '*.log\nbuild/\n!keep.log\n# a comment\n',
       'a.txt': 'a',
@@ -32,7 +33,7 @@ t.test('.sfmignore and --ignore keep paths off the mirror; negations bring some 
 })
 
 t.test('ignored entries already on the mirror are never deleted, even with their directory', async (t) => {
-  const dir = t.testdir({
+  const dir = testdir(t, {
     src: { 'a.txt': 'a', build: { 'out.bin': 'built', 'readme.txt': 'not ignored' }, 'old.log': 'log' },
   })
   const src = join(dir, 'src')
@@ -48,7 +49,7 @@ t.test('ignored entries already on the mirror are never deleted, even with their
 })
 
 t.test('in watch mode ignored files are not uploaded, and an edit to .sfmignore applies at once', async (t) => {
-  const dir = t.testdir({ src: { '.sfmignore': '*.log\n', 'a.txt': 'a' } })
+  const dir = testdir(t, { src: { '.sfmignore': '*.log\n', 'a.txt': 'a' } })
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   const server = await startServer(t, mirror)

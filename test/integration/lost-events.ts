@@ -7,6 +7,7 @@ import t, { type Test } from 'tap'
 import { silentLogger } from '../../src/log.js'
 import type * as WatchModule from '../../src/client/watch.js'
 import { startServer, waitUntil } from '../helpers/procs.js'
+import { testdir } from '../helpers/testdir.js'
 
 // A client in this process whose watcher never reports the paths in `dropped`.
 async function startClient(t: Test, src: string, port: number, dropped: Set<string>): Promise<void> {
@@ -42,7 +43,7 @@ async function startClient(t: Test, src: string, port: number, dropped: Set<stri
 
 // A folder of 30 files in sub/, mirrored by such a client: resolves once the first sync is done.
 async function mirrored(t: Test, dropped: Set<string>): Promise<{ src: string; mirror: string }> {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(join(src, 'sub'), { recursive: true })

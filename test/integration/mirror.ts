@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { createServer, type AddressInfo } from 'node:net'
 import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
+import { testdir } from '../helpers/testdir.js'
 
 function populate(src: string): void {
   mkdirSync(join(src, 'sub/deep/er'), { recursive: true })
@@ -32,7 +33,7 @@ function populate(src: string): void {
 }
 
 t.test('a first sync copies every kind of entry exactly', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   mkdirSync(src)
   populate(src)
@@ -44,7 +45,7 @@ t.test('a first sync copies every kind of entry exactly', async (t) => {
 })
 
 t.test('a second sync of an unchanged tree sends no file data', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   mkdirSync(src)
   populate(src)
@@ -62,7 +63,7 @@ t.test('a second sync of an unchanged tree sends no file data', async (t) => {
 })
 
 t.test('a one-shot sync asks for the mirror digest first, and still finds every kind of change', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -101,7 +102,7 @@ t.test('a one-shot sync asks for the mirror digest first, and still finds every 
 })
 
 t.test('a one-shot sync that waited for its server sends what changed while it waited', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   mkdirSync(src)
   populate(src)
@@ -124,7 +125,7 @@ t.test('a one-shot sync that waited for its server sends what changed while it w
 })
 
 t.test('watch mode mirrors creates, edits, deletes, renames and attribute changes as they happen', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -158,7 +159,7 @@ t.test('watch mode mirrors creates, edits, deletes, renames and attribute change
 })
 
 t.test('a renamed tree of 300 files costs one rename and no data', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(join(src, 'tree/a/b'), { recursive: true })
@@ -179,7 +180,7 @@ t.test('a renamed tree of 300 files costs one rename and no data', async (t) => 
 })
 
 t.test('a restarted client uploads what changed while it was down', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -199,7 +200,7 @@ t.test('a restarted client uploads what changed while it was down', async (t) =>
 })
 
 t.test('sockets and FIFOs are skipped with one warning each', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   mkdirSync(src)
   writeFileSync(join(src, 'regular'), 'x')

@@ -5,11 +5,12 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror } from '../helpers/procs.js'
+import { testdir } from '../helpers/testdir.js'
 
 const MiB = 1 << 20
 
 t.test('--dry-run shows what would be uploaded, sent and deleted, and changes nothing', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(join(src, 'sub'), { recursive: true })
@@ -40,7 +41,7 @@ t.test('--dry-run shows what would be uploaded, sent and deleted, and changes no
 
 for (const mode of ['tty', 'lines', 'json'] as const) {
   t.test(`the first reconcile shows its progress (--progress ${mode})`, async (t) => {
-    const dir = t.testdir()
+    const dir = testdir(t)
     const src = join(dir, 'src')
     mkdirSync(src)
     // enough to take a few seconds, so the progress shows more than once
@@ -69,7 +70,7 @@ for (const mode of ['tty', 'lines', 'json'] as const) {
 }
 
 t.test('SIGUSR1 prints the statistics so far; --poll works without the watcher', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)

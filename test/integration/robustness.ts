@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { mirrorDifference, sleep, startClient, startServer, syncOnce, uploadFiles, waitForMirror, waitUntil } from '../helpers/procs.js'
 import { startProxy } from '../helpers/proxy.js'
+import { testdir } from '../helpers/testdir.js'
 
 const MiB = 1 << 20
 
@@ -34,7 +35,7 @@ function sha(path: string): string {
 }
 
 t.test('a 200 MiB file is streamed: memory does not grow with its size', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -49,7 +50,7 @@ t.test('a 200 MiB file is streamed: memory does not grow with its size', async (
 })
 
 t.test('5,000 small files written in a burst all arrive', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -64,7 +65,7 @@ t.test('5,000 small files written in a burst all arrive', async (t) => {
 })
 
 t.test('a server killed with SIGKILL mid-upload never shows a partial file, and converges after a restart', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -108,7 +109,7 @@ const rewrites = [
   [24 * MiB, 10],
 ] as const
 for (const [size, rounds] of rewrites) t.test(`a file of ${size / MiB} MiB rewritten while it is read is never mirrored as a mixture of two versions`, async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -155,7 +156,7 @@ for (const [size, rounds] of rewrites) t.test(`a file of ${size / MiB} MiB rewri
 })
 
 t.test('a second client is refused while the first is connected; a restarted client is not locked out', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const a = join(dir, 'a')
   const b = join(dir, 'b')
   mkdirSync(a)
@@ -179,7 +180,7 @@ t.test('a second client is refused while the first is connected; a restarted cli
 })
 
 t.test('a client whose folder disappears stops with an error and deletes nothing', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -197,7 +198,7 @@ t.test('a client whose folder disappears stops with an error and deletes nothing
 })
 
 t.test('a client started before its server retries until the server is up', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -214,7 +215,7 @@ t.test('a client started before its server retries until the server is up', asyn
 })
 
 t.test('behind a proxy, a server down for seconds is waited for: closes without a greeting are retried', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(src)
@@ -237,7 +238,7 @@ t.test('behind a proxy, a server down for seconds is waited for: closes without 
 })
 
 t.test('sfmd refuses a non-empty folder that is not a mirror, unless --adopt', async (t) => {
-  const dir = t.testdir({ mirror: { 'stray.txt': 'not from sfm' }, src: { 'f.txt': 'from the client' } })
+  const dir = testdir(t, { mirror: { 'stray.txt': 'not from sfm' }, src: { 'f.txt': 'from the client' } })
   const refused = await startServer(t, join(dir, 'mirror')).catch((err: Error) => err)
   t.ok(refused instanceof Error)
   t.match(String(refused), /not empty and is not an sfm mirror/)

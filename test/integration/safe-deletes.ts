@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
+import { testdir } from '../helpers/testdir.js'
 
 const HELD = 5 // EXIT.HELD
 
@@ -19,7 +20,7 @@ const countFiles = (dir: string): number =>
   readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile() && !e.parentPath.includes('.sfm')).length
 
 t.test('an empty folder is not mirrored over a full mirror without --allow-empty', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   fill(src, 30)
@@ -37,7 +38,7 @@ t.test('an empty folder is not mirrored over a full mirror without --allow-empty
 })
 
 t.test('a pass that would delete more than --max-delete holds its deletes back, not its uploads', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   fill(src, 100)
@@ -55,7 +56,7 @@ t.test('a pass that would delete more than --max-delete holds its deletes back, 
 })
 
 t.test('in watch mode held deletes wait, and go away by themselves when the files come back', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   fill(join(src, 'data'), 100)
@@ -84,7 +85,7 @@ t.test('in watch mode held deletes wait, and go away by themselves when the file
 })
 
 t.test('a mass delete reported in several batches is held once the batches add up past the limit', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   fill(src, 100)
@@ -103,7 +104,7 @@ t.test('a mass delete reported in several batches is held once the batches add u
 })
 
 t.test('a folder replaced between runs is refused until it is back, or accepted with --accept-new-root', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   fill(src, 40)
@@ -129,7 +130,7 @@ t.test('a folder replaced between runs is refused until it is back, or accepted 
 })
 
 t.test('an unmounted folder stops the client; a restarted client waits until it is mounted again', async (t) => {
-  // Not t.testdir(): tap removes that before later teardowns run, and a mounted folder cannot be removed.
+  // Not testdir(t): tap removes that before later teardowns run, and a mounted folder cannot be removed.
   const dir = mkdtempSync(join(tmpdir(), 'sfm-unmount-'))
   const data = join(dir, 'data')
   const src = join(dir, 'src')

@@ -32,6 +32,7 @@ import { Session, isLoopback } from '../../src/server/session.js'
 import { describeTree } from '../helpers/tree.js'
 import { SFMC, mirrorDifference, sleep, spawnNode, startServer, type Server } from '../helpers/procs.js'
 import { startProxy } from '../helpers/proxy.js'
+import { testdir } from '../helpers/testdir.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
 type T = Pick<typeof t, 'teardown' | 'ok' | 'notOk' | 'equal' | 'not' | 'same' | 'match' | 'notMatch'>
@@ -99,7 +100,7 @@ async function serverLogged(server: Server, from: number, re: RegExp, ms = 3_000
 }
 
 /**
- * A fresh folder, removed at teardown. Not t.testdir(): its name is derived from the test's name, so two
+ * A fresh folder, removed at teardown. Not testdir(t): its name is derived from the test's name, so two
  * runs of this file at the same time (several people test in one tree) would wipe each other's folders.
  */
 function scratch(t: T): string {

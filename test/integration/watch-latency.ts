@@ -6,6 +6,7 @@ import net from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
 import { startClient, startServer, waitForMirror, waitUntil } from '../helpers/procs.js'
+import { testdir } from '../helpers/testdir.js'
 
 // A proxy that can hold back what the server sends until released.
 async function startHoldingProxy(t: { teardown(fn: () => unknown): void }, targetPort: number) {
@@ -40,7 +41,7 @@ async function startHoldingProxy(t: { teardown(fn: () => unknown): void }, targe
 }
 
 t.test('a change is sent while the reply to the one before is held up', async (t) => {
-  const dir = t.testdir()
+  const dir = testdir(t)
   const src = join(dir, 'src')
   const mirror = join(dir, 'mirror')
   mkdirSync(join(src, 'd'), { recursive: true })
