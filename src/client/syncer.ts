@@ -817,7 +817,11 @@ export class Syncer {
     // the scan's mtime, when the file still has it: the model outlives the scan, and keeps one copy
     const mtimeNs = id.mtimeNs === local.mtimeNs ? local.mtimeNs : id.mtimeNs
     const contentKey = hashKey(tree.contentId)
-    this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs, size: id.size, contentKey })
+    // A one-shot run's later passes only retry what failed, which they upload again whatever the model
+    // says: the model need not hold the files it sends. On a first sync of 100,000 files (benchmark W2)
+    // they were about 15 MB of sfmc's live heap at the end. Only what was at the path goes.
+    if (this.once) this.remote.delete(path)
+    else this.remote.set({ kind: 'file', path, mode: appliedMode('file', local.mode), mtimeNs, size: id.size, contentKey })
     // Only these live until the reply, not the tree: a thousand commits can be waiting, long enough
     // for what they hold to reach the old generation.
     const learned = treeIds(tree)
