@@ -322,7 +322,7 @@ export class Syncer {
     // what a move brings along must be compared too: the folder may differ from it below the target
     for (const m of renames) for (const q of this.remote.below(m.from)) candidates.add(m.to + q.slice(m.from.length))
     // A one-shot run never sees a move it could use them for (full passes do not look for moves), and
-    // for 100,000 files they are about 10 MB of sfmc's peak (benchmark W2)
+    // for 100,000 files they are 100,000 BigInts and map entries held to the end of the run
     if (!this.once) this.rememberInodes(local, candidates)
     let ops = plan({ candidates, local, remote: this.remote, renames })
     if (rules) ops = this.spareIgnored(ops, rules)
