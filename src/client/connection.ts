@@ -2,7 +2,7 @@
 // server announced (requests in flight, open uploads), with keepalive and socket backpressure.
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
-import tls from 'node:tls'
+import type { TLSSocket } from 'node:tls'
 import {
   DIGEST_VERSION,
   ERROR_CODE,
@@ -91,19 +91,9 @@ export class Connection {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 
-  static open(opts: ConnectOptions): Promise<Connection> {
+  static async open(opts: ConnectOptions): Promise<Connection> {
     const identity = { ...opts.identity, clientNonce: randomBytes(16) }
-    const socket = opts.tls
-      ? tls.connect({
-          host: opts.host,
-          port: opts.port,
-          ca: opts.tls.ca,
-          servername: net.isIP(opts.host) ? undefined : opts.host,
-          // With a pinned fingerprint the certificate itself is the identity: no CA is consulted.
-          rejectUnauthorized: !opts.tls.fingerprint,
-          checkServerIdentity: opts.tls.fingerprint ? () => undefined : tls.checkServerIdentity,
-        })
-      : net.connect({ host: opts.host, port: opts.port })
+    const socket = opts.tls ? await tlsConnect(opts.host, opts.port, opts.tls) : net.connect({ host: opts.host, port: opts.port })
     const conn = new Connection(socket, identity, opts.log)
     return conn.handshake(opts)
   }
@@ -125,9 +115,9 @@ export class Connection {
         reject(err)
       })
       const start = () => {
-        if (opts.tls?.fingerprint && socket instanceof tls.TLSSocket) {
+        if (opts.tls?.fingerprint) {
           const want = opts.tls.fingerprint.replace(/:/g, '').toLowerCase()
-          const got = socket.getPeerCertificate().fingerprint256?.replace(/:/g, '').toLowerCase()
+          const got = (socket as TLSSocket).getPeerCertificate().fingerprint256?.replace(/:/g, '').toLowerCase()
           if (got !== want) {
             return this.end(new ConnectionError('SFM_ERR_AUTH_FAILED', `server certificate fingerprint ${got} does not match --tls-fingerprint`, false))
           }
@@ -136,7 +126,7 @@ export class Connection {
         socket.write(MAGIC) // [M-LIFE-1]
         this.send(this.machine.hello())
       }
-      socket.once(socket instanceof tls.TLSSocket ? 'secureConnect' : 'connect', start)
+      socket.once(opts.tls ? 'secureConnect' : 'connect', start)
       socket.on('data', (d) => this.onData(d))
       socket.on('error', (err: NodeJS.ErrnoException) => this.end(networkError(err, opts.host, opts.port, Boolean(opts.tls))))
       socket.on('close', () => {
@@ -444,6 +434,20 @@ type ResultOf<K> = K extends 'outcome'
       : K extends 'digest'
         ? Buffer
         : never
+
+/** node:tls takes about 6 ms to load: only a connection with --tls pays for it. */
+async function tlsConnect(host: string, port: number, opts: TlsOptions): Promise<TLSSocket> {
+  const tls = await import('node:tls')
+  return tls.connect({
+    host,
+    port,
+    ca: opts.ca,
+    servername: net.isIP(host) ? undefined : host,
+    // With a pinned fingerprint the certificate itself is the identity: no CA is consulted.
+    rejectUnauthorized: !opts.fingerprint,
+    checkServerIdentity: opts.fingerprint ? () => undefined : tls.checkServerIdentity,
+  })
+}
 
 function networkError(err: NodeJS.ErrnoException, host: string, port: number, tlsUsed: boolean): ConnectionError {
   const firstLine = (err.message.split('\n')[0] ?? '').replace(/^.*routines::?/, '').trim()
