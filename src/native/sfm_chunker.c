@@ -98,13 +98,8 @@ static int get_index(napi_env env, napi_value value, size_t limit, size_t *out) 
  * The lengths of the chunks cut from bytes[start, end): while MAX_SIZE bytes or more remain, or to
  * the end when `final`. `bytes` must not change until the promise settles. */
 static napi_value cut_chunks(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "cutChunks(bytes, start, end, final, table)");
-    return NULL;
-  }
+  if (!get_args(env, info, 5, argv, "cutChunks(bytes, start, end, final, table)")) return NULL;
   bool is_array = false;
   napi_typedarray_type type;
   size_t size = 0, words = 0;

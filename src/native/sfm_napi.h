@@ -1,5 +1,5 @@
-/* What sfm's addons share: the bail-out on a failed napi_* call, and queueing a job on the libuv
- * thread pool behind a promise. Each addon is its own .c file and .node; this header is included by
+/* What sfm's addons share: the bail-out on a failed napi_* call, reading a call's arguments, and
+ * queueing a job on the libuv thread pool behind a promise. Each addon is its own .c file and .node; this header is included by
  * sfm_native.c and sfm_chunker.c. */
 #ifndef SFM_NAPI_H
 #define SFM_NAPI_H
@@ -14,6 +14,18 @@
   do {                                                                                             \
     if ((call) != napi_ok) return NULL;                                                            \
   } while (0)
+
+/* Reads the `n` arguments of a call into argv: 0, with ERR_MISSING_ARGS naming `usage` thrown (or the
+ * napi failure pending), if fewer came. */
+static inline int get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *usage) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
+  if (argc < n) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", usage);
+    return 0;
+  }
+  return 1;
+}
 
 /* Queues `job` on the libuv thread pool and returns the promise its completion settles. On failure
  * the job is freed and the pending exception is thrown to the caller. */

@@ -203,13 +203,8 @@ static int get_times(napi_env env, napi_value sec, napi_value nsec, struct times
 
 /* utimesNs(path: string, sec: bigint | number, nsec: number, noFollow: boolean): undefined */
 static napi_value utimes_ns(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "utimesNs(path, sec, nsec, noFollow)");
-    return NULL;
-  }
+  if (!get_args(env, info, 4, argv, "utimesNs(path, sec, nsec, noFollow)")) return NULL;
 
   char *path = get_path(env, argv[0], "utimensat");
   if (path == NULL) return NULL;
@@ -234,13 +229,8 @@ static napi_value utimes_ns(napi_env env, napi_callback_info info) {
 
 /* futimesNs(fd: number, sec: bigint | number, nsec: number): undefined */
 static napi_value futimes_ns(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "futimesNs(fd, sec, nsec)");
-    return NULL;
-  }
+  if (!get_args(env, info, 3, argv, "futimesNs(fd, sec, nsec)")) return NULL;
   int fd;
   struct timespec times[2];
   if (!get_fd(env, argv[0], &fd) || !get_times(env, argv[1], argv[2], times)) return NULL;
@@ -291,13 +281,8 @@ static void syncfs_complete(napi_env env, napi_status status, void *data) {
 
 /* syncfs(fd: number): Promise<undefined>. The caller keeps fd open until the promise settles. */
 static napi_value syncfs_async(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "syncfs(fd)");
-    return NULL;
-  }
+  if (!get_args(env, info, 1, argv, "syncfs(fd)")) return NULL;
   int fd;
   if (!get_fd(env, argv[0], &fd)) return NULL;
 
@@ -379,13 +364,8 @@ static int get_offset(napi_env env, napi_value value, int64_t *out) {
  * the promise settles with the bytes copied (copy_complete). `usage` names the JS call in errors. */
 static napi_value queue_copy(napi_env env, napi_callback_info info, const char *usage, const char *syscall,
                              const char *label, napi_async_execute_callback execute) {
-  size_t argc = 5;
   napi_value argv[5];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", usage);
-    return NULL;
-  }
+  if (!get_args(env, info, 5, argv, usage)) return NULL;
   CopyJob *job = calloc(1, sizeof *job);
   if (job == NULL) {
     throw_errno(env, ENOMEM, syscall, NULL);
@@ -622,13 +602,8 @@ static void write_direct_complete(napi_env env, napi_status status, void *data) 
  * buffer (from alignedBuffer), length and offset must be aligned to 4096. Rejects with EINVAL where
  * the file system refuses O_DIRECT. The fd stays open until it settles. */
 static napi_value write_direct_async(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "writeDirect(fd, buffer, length, offset)");
-    return NULL;
-  }
+  if (!get_args(env, info, 4, argv, "writeDirect(fd, buffer, length, offset)")) return NULL;
   bool is_buffer = false;
   void *bytes = NULL;
   size_t size = 0;
@@ -667,14 +642,9 @@ static void free_aligned(napi_env env, void *data, void *hint) {
 /* alignedBuffer(size): a Buffer of `size` bytes whose memory starts at a multiple of 4096, for
  * writeDirect. */
 static napi_value aligned_buffer(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int64_t size = 0;
-  if (argc < 1 || !get_offset(env, argv[0], &size)) {
-    if (argc < 1) napi_throw_type_error(env, "ERR_MISSING_ARGS", "alignedBuffer(size)");
-    return NULL;
-  }
+  if (!get_args(env, info, 1, argv, "alignedBuffer(size)") || !get_offset(env, argv[0], &size)) return NULL;
   void *memory = NULL;
   if (posix_memalign(&memory, DIRECT_ALIGN, size > 0 ? (size_t)size : DIRECT_ALIGN) != 0) {
     throw_errno(env, ENOMEM, "posix_memalign", NULL);
@@ -693,13 +663,8 @@ static napi_value aligned_buffer(napi_env env, napi_callback_info info) {
  * dies first the kernel frees it, so no half-written file is ever left behind. Throws EOPNOTSUPP (or
  * EISDIR, EINVAL on old kernels) where the file system cannot. */
 static napi_value open_tmpfile(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "openTmpfile(dir, mode)");
-    return NULL;
-  }
+  if (!get_args(env, info, 2, argv, "openTmpfile(dir, mode)")) return NULL;
   uint32_t mode;
   if (napi_get_value_uint32(env, argv[1], &mode) != napi_ok || mode > 07777) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mode must be a permission number");
@@ -729,13 +694,8 @@ static napi_value open_tmpfile(napi_env env, napi_callback_info info) {
  * name `path`, which must not exist (EEXIST). linkat(2) with AT_EMPTY_PATH needs a capability that
  * an unprivileged process may lack; the same link through /proc/self/fd needs none. */
 static napi_value link_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "linkFd(fd, path)");
-    return NULL;
-  }
+  if (!get_args(env, info, 2, argv, "linkFd(fd, path)")) return NULL;
   int fd;
   if (!get_fd(env, argv[0], &fd)) return NULL;
   char *path = get_path(env, argv[1], "link");
