@@ -26,7 +26,7 @@ import type { Hello, Message, Welcome } from '../src/protocol/messages.js'
 import { MirrorDigest } from '../src/protocol/mirror-digest.js'
 import { SfmServer, type ServerOptions } from '../src/server/server.js'
 import { Upload } from '../src/server/upload.js'
-import { uploadFiles } from './helpers/procs.js'
+import { freePort, uploadFiles } from './helpers/procs.js'
 import { testdir } from './helpers/testdir.js'
 
 /** What the helpers use of a test: the top-level `t` and its subtests both have it. */
@@ -866,12 +866,7 @@ t.test('a client that connects while the mirror is still opening is served once 
   // --adopt over files the journal does not cover: opening reads and indexes all of them
   const files = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`f${i}`, randomBytes(256 << 10)]))
   const dir = testdir(t, { m: files })
-  const port = await new Promise<number>((resolve) => {
-    const probe = net.createServer().listen(0, HOST, () => {
-      const { port } = probe.address() as net.AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
+  const port = await freePort()
   let open = false
   const starting = SfmServer.start({ root: join(dir, 'm'), adopt: true, host: HOST, port, fsync: false, log: silentLogger }).then((s) => {
     open = true

@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describeTree, firstDifference } from './tree.js'
@@ -106,6 +107,16 @@ export async function syncOnce(t: Teardown, dir: string, port: number, args: str
   clearTimeout(timer)
   if (code === 'timeout') p.kill('SIGKILL')
   return { code, output: p.output(), stdout: p.stdout() }
+}
+
+/** A port on 127.0.0.1 that nothing listens on right now: taken from the system, then let go. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -4,8 +4,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { createServer, type AddressInfo } from 'node:net'
-import { mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
+import { freePort, mirrorDifference, sleep, startClient, startServer, syncOnce, waitForMirror, waitUntil } from '../helpers/procs.js'
 import { testdir } from '../helpers/testdir.js'
 
 function populate(src: string): void {
@@ -32,42 +31,41 @@ function populate(src: string): void {
   utimesSync(join(src, 'hello.txt'), new Date('2001-02-03T04:05:06Z'), new Date('2001-02-03T04:05:06Z'))
 }
 
-t.test('a first sync copies every kind of entry exactly', async (t) => {
+/** A test's folder with `src` in it, populated, and where the mirror goes beside it. */
+function populatedSource(t: Parameters<typeof testdir>[0]): { src: string; mirror: string } {
   const dir = testdir(t)
   const src = join(dir, 'src')
   mkdirSync(src)
   populate(src)
-  const server = await startServer(t, join(dir, 'mirror'))
+  return { src, mirror: join(dir, 'mirror') }
+}
+
+t.test('a first sync copies every kind of entry exactly', async (t) => {
+  const { src, mirror } = populatedSource(t)
+  const server = await startServer(t, mirror)
   const r = await syncOnce(t, src, server.port)
   t.equal(r.code, 0, r.output)
-  t.equal(mirrorDifference(src, join(dir, 'mirror')), null)
+  t.equal(mirrorDifference(src, mirror), null)
   t.match(r.stdout, /synced \d+ file/)
 })
 
 t.test('a second sync of an unchanged tree sends no file data', async (t) => {
-  const dir = testdir(t)
-  const src = join(dir, 'src')
-  mkdirSync(src)
-  populate(src)
-  const server = await startServer(t, join(dir, 'mirror'))
+  const { src, mirror } = populatedSource(t)
+  const server = await startServer(t, mirror)
   t.equal((await syncOnce(t, src, server.port)).code, 0)
   const again = await syncOnce(t, src, server.port, ['--json'])
   t.equal(again.code, 0, again.output)
   const summary = JSON.parse(again.stdout.trim().split('\n').pop()!).summary
   t.equal(summary.files, 0, 'no file uploaded')
   t.equal(summary.dataBytesSent, 0, 'no data sent')
-  t.equal(mirrorDifference(src, join(dir, 'mirror')), null)
+  t.equal(mirrorDifference(src, mirror), null)
   // the mirror digest matched, so no listing (about 60 bytes an entry) came: MAGIC, WELCOME, DIGEST_REPLY
   t.match(again.output, /the mirror matches the folder \(\d+ entries\): nothing to send/)
   t.ok(summary.wireBytesReceived < 100, `${summary.wireBytesReceived} bytes received`)
 })
 
 t.test('a one-shot sync asks for the mirror digest first, and still finds every kind of change', async (t) => {
-  const dir = testdir(t)
-  const src = join(dir, 'src')
-  const mirror = join(dir, 'mirror')
-  mkdirSync(src)
-  populate(src)
+  const { src, mirror } = populatedSource(t)
   const server = await startServer(t, mirror)
   t.equal((await syncOnce(t, src, server.port)).code, 0)
   const at = (s: number) => new Date(Date.UTC(2020, 0, 1) + s * 1000)
@@ -102,34 +100,21 @@ t.test('a one-shot sync asks for the mirror digest first, and still finds every 
 })
 
 t.test('a one-shot sync that waited for its server sends what changed while it waited', async (t) => {
-  const dir = testdir(t)
-  const src = join(dir, 'src')
-  mkdirSync(src)
-  populate(src)
-  // a port nothing listens on yet: take one, then let it go
-  const port = await new Promise<number>((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
+  const { src, mirror } = populatedSource(t)
+  const port = await freePort()
   const client = startClient(t, src, port, ['--once'])
   // past the 2 s for which the scan made before connecting would be taken as it is
   await sleep(2_500)
   writeFileSync(join(src, 'written-while-waiting.txt'), 'late\n')
   rmSync(join(src, 'private'))
-  await startServer(t, join(dir, 'mirror'), ['--port', String(port)])
+  await startServer(t, mirror, ['--port', String(port)])
   const code = await Promise.race([client.exited, sleep(60_000).then(() => 'timeout')])
   t.equal(code, 0, client.output())
-  t.equal(mirrorDifference(src, join(dir, 'mirror')), null, 'the mirror has the folder as it was once connected')
+  t.equal(mirrorDifference(src, mirror), null, 'the mirror has the folder as it was once connected')
 })
 
 t.test('watch mode mirrors creates, edits, deletes, renames and attribute changes as they happen', async (t) => {
-  const dir = testdir(t)
-  const src = join(dir, 'src')
-  const mirror = join(dir, 'mirror')
-  mkdirSync(src)
-  populate(src)
+  const { src, mirror } = populatedSource(t)
   const server = await startServer(t, mirror)
   const client = startClient(t, src, server.port, ['--verbose'])
   await waitForMirror(src, mirror)
@@ -180,11 +165,7 @@ t.test('a renamed tree of 300 files costs one rename and no data', async (t) => 
 })
 
 t.test('a restarted client uploads what changed while it was down', async (t) => {
-  const dir = testdir(t)
-  const src = join(dir, 'src')
-  const mirror = join(dir, 'mirror')
-  mkdirSync(src)
-  populate(src)
+  const { src, mirror } = populatedSource(t)
   const server = await startServer(t, mirror)
   const first = startClient(t, src, server.port)
   await waitForMirror(src, mirror)
