@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import { join } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
@@ -9,10 +10,12 @@ import {
   alignedBuffer,
   copyFileRange,
   copyThrough,
+  createUnnamedFiles,
   linkUnnamedFile,
   nativeAvailable,
   nativeLoadError,
   openUnnamedFile,
+  readSmallFiles,
   setMtimeNs,
   setMtimeNsFd,
   splitNs,
@@ -144,8 +147,55 @@ t.test('an unnamed file is invisible until linkUnnamedFile names it, and a taken
   t.equal(fs.readFileSync(join(dir, 'named'), 'utf8'), 'unnamed bytes')
   t.equal(fs.statSync(join(dir, 'named')).mode & 0o777, 0o640)
   t.equal(fs.fstatSync(fd!).ino, fs.statSync(join(dir, 'named')).ino, 'the open file got the name')
+  const identity = new BigInt64Array(2)
+  linkUnnamedFile(fd!, join(dir, 'second'), identity)
+  const st = fs.statSync(join(dir, 'second'), { bigint: true })
+  t.strictSame([BigInt.asUintN(64, identity[0]!), identity[1]], [st.ino, st.ctimeNs], 'its identity after the link, if asked')
   t.throws(() => openUnnamedFile(join(dir, 'missing'), 0o600), { code: 'ENOENT' })
   t.throws(() => linkUnnamedFile(2 ** 30, join(dir, 'bad')), { code: 'EBADF' })
+})
+
+t.test('createUnnamedFiles makes written unnamed files with their mode and mtime, in one job', { skip }, async (t) => {
+  const dir = testdir(t, {})
+  const files = [
+    { data: Buffer.from('first file'), mode: 0o640, mtimeNs: EXACT },
+    { data: new Uint8Array(0), mode: 0o600, mtimeNs: -123456789123456789n },
+    { data: Buffer.alloc(20_000, 7), mode: 0o755, mtimeNs: 4102444800123456789n },
+  ]
+  const results = await createUnnamedFiles(dir, files)
+  t.ok(results, 'this file system has O_TMPFILE')
+  t.equal(results!.length, 3)
+  t.strictSame(fs.readdirSync(dir), [], 'nothing has a name yet')
+  for (const [i, fd] of results!.entries()) {
+    if (typeof fd !== 'number') throw fd
+    t.teardown(() => fs.closeSync(fd))
+    linkUnnamedFile(fd, join(dir, `f${i}`))
+    const st = fs.lstatSync(join(dir, `f${i}`), { bigint: true })
+    t.strictSame(fs.readFileSync(join(dir, `f${i}`)), Buffer.from(files[i]!.data), `file ${i}: bytes`)
+    t.equal(Number(st.mode & 0o7777n), files[i]!.mode, `file ${i}: mode, whatever the umask`)
+    t.equal(st.mtimeNs, files[i]!.mtimeNs, `file ${i}: mtime to the nanosecond`)
+  }
+  const failed = await createUnnamedFiles(join(dir, 'missing'), [files[0]!])
+  t.match(failed, [{ code: 'ENOENT', syscall: 'open', path: join(dir, 'missing') }], 'an error per file, as a value')
+  t.strictSame(await createUnnamedFiles(dir, []), [], 'no files, no job')
+})
+
+t.test('readSmallFiles reads files whole with their identity, and says why it could not', { skip }, async (t) => {
+  const dir = testdir(t, { a: 'alpha', empty: '', big: 'x'.repeat(100), sub: {}, link: t.fixture('symlink', 'a') })
+  const paths = ['a', 'empty', 'big', 'missing', 'sub', 'link', 'a'].map((n) => join(dir, n))
+  const read = await readSmallFiles(paths, [5, 0, 99, 10, 10, 10, 4])
+  t.ok(read)
+  const [a, empty, big, missing, sub, link, grown] = read!
+  const st = fs.statSync(join(dir, 'a'), { bigint: true })
+  t.match(a, { size: 5, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs })
+  t.equal((a as { bytes: Buffer }).bytes.toString(), 'alpha')
+  t.equal((empty as { bytes: Buffer }).bytes.length, 0, 'an empty file')
+  t.equal(big, -os.constants.errno.EFBIG, 'bigger than it may be')
+  t.equal(missing, -os.constants.errno.ENOENT)
+  t.equal(sub, -os.constants.errno.EISDIR, 'a directory is not read')
+  t.equal(link, -os.constants.errno.ELOOP, 'a symlink is not followed')
+  t.equal(grown, -os.constants.errno.EFBIG, 'a file that grew past its room')
+  t.strictSame(await readSmallFiles([], []), [])
 })
 
 t.test('copyFileRange copies a range between files inside the kernel', async (t) => {

@@ -549,7 +549,8 @@ t.test('a COMMIT beyond max_inflight is SFM_ERR_LIMIT, and its upload leaves no 
   const peer = await RawPeer.connect(t, run.port)
   const welcome = await peer.handshake()
   t.equal(welcome.maxInflight, 1, 'WELCOME announces max_inflight 1')
-  const data = Buffer.from('an upload whose COMMIT is over the limit\n')
+  // bigger than the first CHUNK the server holds in memory until the COMMIT: it opens a file at once
+  const data = Buffer.from('an upload whose COMMIT is over the limit\n'.repeat(1000))
   const d = digestBuffer(data)
   peer.write(wire(chunkOf(5, data)))
   // The upload's temporary file exists before its COMMIT is refused, so its removal can be checked.

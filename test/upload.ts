@@ -326,6 +326,48 @@ t.test('staged for a file-system-wide flush, an upload is an unnamed file until 
   checkBudget(t, budget)
 })
 
+t.test('small uploads are held in memory, then made together on the thread pool with their mode and mtime', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
+  const root = testdir(t)
+  const m = await openMirror(t, { root })
+  const budget = new CountingBudget()
+  const openFds = () => readdirSync('/proc/self/fd').length
+  const small = bytes(3000, 11)
+  const two = [bytes(2000, 12), bytes(1000, 13)]
+  const fdsBefore = openFds()
+  const held = new Upload(nextId++, m, budget)
+  held.addChunk({ type: 'chunk', uploadId: held.id, hash: hash128(small), data: small })
+  const empty = new Upload(nextId++, m, budget)
+  t.equal(openFds(), fdsBefore, 'a small CHUNK opens no file')
+  const twoChunks = new Upload(nextId++, m, budget)
+  for (const c of two) twoChunks.addChunk({ type: 'chunk', uploadId: twoChunks.id, hash: hash128(c), data: c })
+  t.equal(openFds(), fdsBefore + 1, 'a second CHUNK opens the file, with the first written to it')
+  const bad = new Upload(nextId++, m, budget)
+  bad.addChunk({ type: 'chunk', uploadId: bad.id, hash: hash128(two[0]!), data: small })
+
+  const commits = [
+    { upload: held, commit: commitMsg('held', small.length, hash128(small), 0o600, T1) },
+    { upload: empty, commit: commitMsg('empty', 0, EMPTY_CONTENT_ID, 0o755, T0) },
+    { upload: twoChunks, commit: commitMsg('two', 3000, contentIdOf(Buffer.concat(two.map((c) => hash128(c))), [2000, 1000])) },
+    { upload: bad, commit: commitMsg('bad', small.length, hash128(small)) },
+  ]
+  await Upload.createHeldFiles(m, commits)
+  t.equal(openFds(), fdsBefore + 3, 'made: the held file and the empty one, not the failed upload')
+  for (const [i, want] of [small, Buffer.alloc(0), Buffer.concat(two)].entries()) {
+    const { upload, commit } = commits[i]!
+    const s = await upload.stage(commit, false)
+    t.strictSame(stagedBytes(s), want, `${commit.path}: bytes`)
+    await m.commitFile(commit.path, s)
+    upload.release()
+    const st = lstatSync(join(root, commit.path), { bigint: true })
+    t.equal(Number(st.mode & 0o777n), commit.mode, `${commit.path}: mode`)
+    t.equal(st.mtimeNs, commit.mtimeNs, `${commit.path}: mtime`)
+  }
+  t.equal(await stageCode(bad.stage(commits[3]!.commit, false)), 'SFM_ERR_HASH_MISMATCH')
+  await bad.discard()
+  t.equal(openFds(), fdsBefore, 'every file closed')
+  checkBudget(t, budget)
+})
+
 t.test('a discarded unnamed upload leaves nothing behind', { skip: nativeAvailable ? false : 'addon not built' }, async (t) => {
   const root = testdir(t)
   const m = await openMirror(t, { root })

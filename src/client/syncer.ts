@@ -21,15 +21,17 @@ import { rootIdentity, sameRoot, scanTree, statEntry, type LocalEntry, type Root
 import { IGNORE_FILE, type IgnoreRules } from './ignore-rules.js'
 import { DEFAULT_DELETE_LIMIT, HeldBack, describeLimit, overLimit, type DeleteLimit } from './safety.js'
 import { formatBytes, type SyncStats } from './stats.js'
-import { SMALL_FILE_BYTES, negotiate, readFileDigest, streamSpans, treeIds, type NotReady, type PreparedFile, type Span } from './uploader.js'
+import { BATCH_READ_BYTES, SMALL_FILE_BYTES, negotiate, readFileDigest, readSmallFilesDigest, streamSpans, treeIds, type NotReady, type PreparedFile, type Span } from './uploader.js'
 
 /**
  * Uploads read and negotiated ahead of the one being sent, and the bytes of small files they may hold.
  * Their questions (HAVE?) go out in groups of 64 (connection.ts): with two groups ahead, the answers to
  * one come back while the files before it are sent. With 64 ahead and the questions sent only when the
- * client ran out of answers, it waited for a round trip every 64 files.
+ * client ran out of answers, it waited for a round trip every 64 files. Small files are read half a
+ * window at a time, in one job on the thread pool (readSmallFilesDigest): with 512 ahead, benchmark W2
+ * took 5.2-5.6 s against 5.8-6.1 s with 128, in interleaved runs.
  */
-const PREPARE_AHEAD = 128
+const PREPARE_AHEAD = 512
 const PREPARE_AHEAD_BYTES = 16 << 20
 /**
  * Files from this size on are read, chunked and sent in one pass (stream-upload.ts) instead of being
@@ -633,14 +635,24 @@ export class Syncer {
     let started = 0
     let aheadBytes = 0
     const held = (op: Extract<Op, { kind: 'upload' }>) => Math.min(op.local.size, SMALL_FILE_BYTES)
+    // Reads ahead by half a window at a time, so that the small files of each half are read together.
     const startAhead = (current: number) => {
+      if (started > current + PREPARE_AHEAD / 2) return
+      const batch: Array<{ index: number; path: string; size: number }> = []
       for (; started < todo.length && started <= current + PREPARE_AHEAD; started++) {
         const op = todo[started]!
         if (op.kind !== 'upload' || streamed(op)) continue
         if (started > current && aheadBytes >= PREPARE_AHEAD_BYTES) break
         aheadBytes += held(op)
-        preps.set(started, this.prepare(op.path).catch((e: Error) => e))
+        if (op.local.size <= BATCH_READ_BYTES) batch.push({ index: started, path: op.path, size: op.local.size })
+        else preps.set(started, this.prepare(op.path).catch((e: Error) => e))
       }
+      if (batch.length === 0) return
+      const read = readSmallFilesDigest(
+        batch.map((b) => join(this.opts.root, b.path)),
+        batch.map((b) => b.size),
+      )
+      batch.forEach((b, k) => preps.set(b.index, read.then((files) => this.prepare(b.path, files[k])).catch((e: Error) => e)))
     }
     const cancelled = new Set<string>()
     for (let i = 0; i < todo.length; i++) {
@@ -704,8 +716,9 @@ export class Syncer {
     void this.commit(uploadId, path, local, r.identity, r.tree, r.refs)
   }
 
-  private async prepare(path: string): Promise<Prepared | NotReady> {
-    const file = await readFileDigest(join(this.opts.root, path))
+  /** Reads (unless `read` is what a batch read found) and digests a file, and finds out what to send. */
+  private async prepare(path: string, read?: PreparedFile | null): Promise<Prepared | NotReady> {
+    const file = read ?? (await readFileDigest(join(this.opts.root, path)))
     if (file.kind !== 'ready') return file
     if (this.remote.hasContentAt(path, hashKey(file.contentId))) return { kind: 'prepared', file, spans: [] } // same content
     return { kind: 'prepared', file, spans: await negotiate(file.tree, this.conn!, this.opts.known) }

@@ -3,6 +3,7 @@
 // (scripts/build-native.mjs says so at install time).
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
+import util from 'node:util'
 
 interface Binding {
   utimesNs(path: string, sec: bigint, nsec: number, noFollow: boolean): void
@@ -14,7 +15,9 @@ interface Binding {
   writeDirect(fd: number, buffer: Buffer, length: number, offset: number): Promise<number>
   alignedBuffer(size: number): Buffer
   openTmpfile(dir: string, mode: number): number
-  linkFd(fd: number, path: string): void
+  linkFd(fd: number, path: string, identity?: BigInt64Array): void
+  createFiles(dir: string, data: Uint8Array, sizes: Int32Array, mtimes: BigInt64Array): Promise<void>
+  readFiles(paths: string, out: Uint8Array, sizes: Int32Array, stats: BigInt64Array): Promise<void>
   trimMemory(): boolean
 }
 
@@ -221,9 +224,81 @@ export const openUnnamedFile = (dir: string, mode: number): number | null => {
   }
 }
 
-/** Names the unnamed file open as `fd` `path`; fails with EEXIST if `path` exists. */
-export const linkUnnamedFile = (fd: number, path: string): void => {
-  binding!.linkFd(fd, path)
+/** A small file to be made by createUnnamedFiles(). */
+export interface NewFile {
+  readonly data: Uint8Array
+  readonly mode: number
+  readonly mtimeNs: bigint
+}
+
+/**
+ * Makes each of `files` an unnamed file in the file system of `dir`, as openUnnamedFile() does, with
+ * its bytes written and its mode and mtime set: all in one job on the thread pool. Resolves with one
+ * result per file: its fd, or the error that file met. Null where unnamed files are not available.
+ */
+export const createUnnamedFiles = (dir: string, files: readonly NewFile[]): Promise<Array<number | NodeJS.ErrnoException>> | null => {
+  if (unnamedRefused || binding?.createFiles === undefined) return null
+  if (files.length === 0) return Promise.resolve([])
+  const sizes = new Int32Array(files.length * 2)
+  const mtimes = new BigInt64Array(files.length)
+  let total = 0
+  files.forEach((f, i) => {
+    sizes[2 * i] = f.data.length
+    sizes[2 * i + 1] = f.mode
+    mtimes[i] = f.mtimeNs
+    total += f.data.length
+  })
+  const data = Buffer.allocUnsafeSlow(total)
+  for (let i = 0, at = 0; i < files.length; at += files[i++]!.data.length) data.set(files[i]!.data, at)
+  return binding.createFiles(dir, data, sizes, mtimes).then(() =>
+    files.map((_, i) => {
+      const r = sizes[2 * i]!
+      if (r >= 0) return r
+      const code = util.getSystemErrorName(r)
+      return Object.assign(new Error(`${code}: cannot make a file in ${dir}`), { code, errno: r, syscall: 'open', path: dir })
+    }),
+  )
+}
+
+/** A small file read whole by readSmallFiles(), with what fstat said of it before and after. */
+export interface SmallFile {
+  readonly bytes: Buffer
+  readonly ino: bigint
+  readonly size: number
+  readonly mtimeNs: bigint
+  readonly ctimeNs: bigint
+}
+
+/**
+ * Reads each file of `paths`, which may have up to `maxSizes[i]` bytes, whole: all in one job on the
+ * thread pool. A file that could not be read (gone, not a regular file, bigger, or changed while it
+ * was read) gets its errno as a number. Null without the addon.
+ */
+export const readSmallFiles = (paths: readonly string[], maxSizes: readonly number[]): Promise<Array<SmallFile | number>> | null => {
+  if (binding?.readFiles === undefined) return null
+  if (paths.length === 0) return Promise.resolve([])
+  const sizes = new Int32Array(paths.length)
+  let room = 0
+  for (let i = 0; i < paths.length; i++) room += sizes[i] = maxSizes[i]! + 1
+  const out = Buffer.allocUnsafeSlow(room)
+  const stats = new BigInt64Array(paths.length * 4)
+  return binding.readFiles(`${paths.join('\0')}\0`, out, sizes, stats).then(() => {
+    const files: Array<SmallFile | number> = []
+    for (let i = 0, at = 0; i < paths.length; at += maxSizes[i++]! + 1) {
+      const n = sizes[i]!
+      if (n < 0) files.push(n)
+      else files.push({ bytes: out.subarray(at, at + n), ino: BigInt.asUintN(64, stats[4 * i]!), size: n, mtimeNs: stats[4 * i + 2]!, ctimeNs: stats[4 * i + 3]! })
+    }
+    return files
+  })
+}
+
+/**
+ * Names the unnamed file open as `fd` `path`; fails with EEXIST if `path` exists. With `identity`, its
+ * inode number and new ctime go there (ctime -1 if they could not be read), as fstat would tell them.
+ */
+export const linkUnnamedFile = (fd: number, path: string, identity?: BigInt64Array): void => {
+  binding!.linkFd(fd, path, identity)
 }
 
 /**

@@ -3,10 +3,10 @@
 // into the next one, so a burst of small files costs a few flushes, not one per file.
 import { open } from 'node:fs/promises'
 import type { Logger } from '../log.js'
-import type { Change, DigestQuery, List } from '../protocol/messages.js'
+import type { Change, Commit, DigestQuery, List } from '../protocol/messages.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
 import type { Mirror, StagedFile, Touched } from './mirror.js'
-import type { Upload } from './upload.js'
+import { Upload } from './upload.js'
 
 const MAX_BATCH = 512
 /**
@@ -79,17 +79,23 @@ export class Applier {
    * Batches go through stage, flush, apply, flush, answer. When the next batch is ready by the time
    * one is applied, one flush serves both: the directories of the applied batch and the data of the
    * staged one, so a stream of small files costs one syncfs per batch, not two. A batch that has no
-   * successor waiting is flushed and answered at once.
+   * successor waiting is flushed and answered at once. The next batch is staged while one is applied:
+   * benchmark W2 (100,000 files of 1 KiB) took 5.6-6.1 s instead of 6.7-7.3 s, the main thread having
+   * waited for each batch's files to be made on the thread pool.
    */
   private async run(): Promise<void> {
     let applied: AppliedBatch | null = null
-    while (this.queue.length > 0 || applied) {
+    let staging: Promise<StagedBatch> | null = null
+    while (this.queue.length > 0 || applied || staging) {
       const t0 = performance.now()
-      const staged = this.queue.length > 0 ? await this.stage(this.queue.splice(0, MAX_BATCH)) : null
+      const staged: StagedBatch | null = await (staging ?? (this.queue.length > 0 ? this.stage(this.queue.splice(0, MAX_BATCH)) : null))
       const t1 = performance.now()
       await this.flush(applied, staged)
       if (applied) answer(applied)
       const t2 = performance.now()
+      // Staged files have no name in the mirror yet: nothing of the next batch shows before it is
+      // applied, in order, after this one.
+      staging = staged && this.queue.length > 0 ? this.stage(this.queue.splice(0, MAX_BATCH)) : null
       applied = staged && (await this.apply(staged))
       if (applied && !this.fsync) {
         answer(applied) // nothing to wait for
@@ -104,6 +110,16 @@ export class Applier {
   private async stage(items: Queued[]): Promise<StagedBatch> {
     const commits = items.filter((item) => item.change.type === 'commit').length
     const grouped = this.fsync && commits >= GROUP_FLUSH_FILES && this.mirror.canFlushAll
+    // Files flushed one by one are made as they are staged: an unnamed file is linked under .sfm/tmp
+    // before its flush. The others are made together first.
+    if (!this.fsync || grouped) {
+      const uploads: Array<{ upload: Upload; commit: Commit }> = []
+      for (const item of items) {
+        const upload = (item as QueuedChange).upload
+        if (item.change.type === 'commit' && upload) uploads.push({ upload, commit: item.change })
+      }
+      await Upload.createHeldFiles(this.mirror, uploads)
+    }
     const staged = await Promise.all(
       items.map((item) => (item.change.type === 'commit' ? stage(item as QueuedChange, this.fsync && !grouped) : Promise.resolve(null))),
     )

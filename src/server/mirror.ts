@@ -59,6 +59,12 @@ interface TrashItem {
 /** What an operation changed, so the applier can flush it: directories whose entries changed. */
 export type Touched = Set<string>
 
+/**
+ * Where linkUnnamedFile() leaves a new file's inode number and ctime after its link: read there, they
+ * cost no fstatSync of its own (about 1 us here, and a BigInt Stats object to collect, per file).
+ */
+const LINKED_IDENTITY = new BigInt64Array(2)
+
 export class Mirror {
   readonly catalog = new Catalog()
   readonly trash = new Catalog(newDir('', 0o700, 0n))
@@ -342,9 +348,10 @@ export class Mirror {
     const old = dir.children.get(name)
     if (old?.kind === 'dir') await this.moveToTrash(path, old, touched)
     else if (old) await this.keepCopyInTrash(path, old, abs, touched)
+    let identified = false
     try {
       if (staged.tmpPath !== null) renameSync(staged.tmpPath, abs)
-      else this.linkIntoPlace(staged.fd!, abs, old !== undefined && old.kind !== 'dir')
+      else identified = this.linkIntoPlace(staged.fd!, abs, old !== undefined && old.kind !== 'dir')
     } catch (err) {
       throw fromFsError(err, path)
     }
@@ -363,7 +370,10 @@ export class Mirror {
       ctimeNs: 0n,
     }
     // the rename or link itself moved the ctime
-    if (staged.fd === undefined) this.refreshIdentity(file, abs)
+    if (identified) {
+      file.ino = BigInt.asUintN(64, LINKED_IDENTITY[0]!)
+      file.ctimeNs = LINKED_IDENTITY[1]!
+    } else if (staged.fd === undefined) this.refreshIdentity(file, abs)
     else this.readIdentity(file, staged.fd)
     const replaced = this.catalog.attach(dir, name, file)
     if (replaced?.kind === 'file' && replaced.parent === null) this.index.removeFile(replaced)
@@ -376,13 +386,13 @@ export class Mirror {
   /**
    * Names an unnamed upload `abs`. A name that is taken (a file being replaced, or an entry the
    * catalog does not know) is replaced atomically, as a rename does: the file is linked under .sfm/tmp
-   * and renamed over it.
+   * and renamed over it. True when LINKED_IDENTITY holds the file's identity after it (a new name).
    */
-  private linkIntoPlace(fd: number, abs: string, taken: boolean): void {
+  private linkIntoPlace(fd: number, abs: string, taken: boolean): boolean {
     if (!taken) {
       try {
-        linkUnnamedFile(fd, abs)
-        return
+        linkUnnamedFile(fd, abs, LINKED_IDENTITY)
+        return true
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       }
@@ -395,6 +405,7 @@ export class Mirror {
       rmSync(tmp, { force: true })
       throw err
     }
+    return false
   }
 
   async delete(path: string): Promise<Touched> {

@@ -12,7 +12,7 @@
 import { closeSync, constants as fsc, fchmodSync, fdatasync, fstatSync, fsync, openSync, readSync, rmSync, write, writeSync } from 'node:fs'
 import { HASH_BYTES, hash128, hashKey } from '../hash.js'
 import { ContentTree } from '../tree.js'
-import { DIRECT_IO_ALIGN, bytesToAlign, copyFileRange, copyThrough, directWritesAvailable, linkUnnamedFile, openUnnamedFile, setMtimeNsFd } from '../fs/native.js'
+import { DIRECT_IO_ALIGN, bytesToAlign, copyFileRange, copyThrough, createUnnamedFiles, directWritesAvailable, linkUnnamedFile, openUnnamedFile, setMtimeNsFd, type NewFile } from '../fs/native.js'
 import type { Chunk, Commit, Ref } from '../protocol/messages.js'
 import { appliedMode } from '../protocol/modes.js'
 import { DirectWrites } from './direct-writes.js'
@@ -23,6 +23,7 @@ import { keepIds, keepLengths } from './store/slabs.js'
 import { keepId } from '../util/id-slab.js'
 
 const COPY_BLOCK_BYTES = 1 << 20
+const EMPTY = new Uint8Array(0)
 /** Ranges up to this size are copied with a read and a write on the main thread. */
 const SMALL_COPY_BYTES = 256 << 10
 /**
@@ -52,6 +53,16 @@ const DIRECT_AFTER_BYTES = 1 << 20
  * rename (for durability) has little left to write.
  */
 const WRITE_BEHIND_BYTES = 64 << 20
+/**
+ * An upload whose first CHUNK is at most this big keeps a copy of it while no more comes: a small file
+ * is then made and written with the other small files of its batch, in one job on the thread pool
+ * (createHeldFiles), instead of with four system calls on the main thread as its chunk arrives. The
+ * copy lets go of the socket read it came in. What is held is bounded by the uploads a session may
+ * have open or committed and unanswered (max_open_uploads + max_inflight: 17 MiB by default).
+ */
+const HOLD_BYTES = 16 << 10
+const CREATE_JOBS = 2
+const CREATE_JOB_MIN_FILES = 32
 
 /**
  * Work accepted from the socket but not done yet: data held until it is written, and (`copy`) bytes
@@ -65,6 +76,10 @@ export interface WriteBudget {
 
 export class Upload {
   private fd: number | null = null
+  /** The upload's only CHUNK so far, while no file is open for it (see HOLD_BYTES). */
+  private held: Uint8Array | null = null
+  /** The file was made with the COMMIT's mode and mtime already set (createHeldFiles). */
+  private attributesSet = false
   /** The file's name under `.sfm/tmp/`; null while it has none (an unnamed file, or none opened yet). */
   private tmpPath: string | null = null
   private size = 0
@@ -117,6 +132,10 @@ export class Upload {
     const offset = this.size
     this.record(msg.hash, data.length)
     this.own.set(hashKey(msg.hash), { offset, length: data.length })
+    if (offset === 0 && this.fd === null && data.length <= HOLD_BYTES) {
+      this.held = Buffer.from(data)
+      return
+    }
     try {
       const fd = this.handle()
       // positional writes: independent of other writes
@@ -369,8 +388,10 @@ export class Upload {
     const contentId = ids.length === HASH_BYTES ? ids : keepId(tree.contentId)
     try {
       const fd = this.handle()
-      fchmodSync(fd, appliedMode('file', commit.mode))
-      setMtimeNsFd(fd, commit.mtimeNs)
+      if (!this.attributesSet) {
+        fchmodSync(fd, appliedMode('file', commit.mode))
+        setMtimeNsFd(fd, commit.mtimeNs)
+      }
       if (flush) {
         // Flushed on its own, the file first gets a name under .sfm/tmp: a link made after the flush
         // would reach the disk with the directory but without the inode's new link count. The flush is
@@ -407,6 +428,7 @@ export class Upload {
   async discard(): Promise<void> {
     this.failure ??= new MirrorError('SFM_ERR_IO', 'upload abandoned')
     this.direct?.drop()
+    this.held = null
     await this.copies
     await this.settled()
     this.closeHandle()
@@ -463,8 +485,54 @@ export class Upload {
         this.fd = openSync(tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600)
         this.tmpPath = tmpPath
       }
+      if (this.held) {
+        writeAllSync(this.fd, this.held, 0)
+        this.held = null
+      }
     }
     return this.fd
+  }
+
+  /**
+   * The whole content, when it is all in memory and no file is open yet: the held CHUNK, or nothing
+   * (the empty file). Null for any other upload.
+   */
+  private inMemory(): Uint8Array | null {
+    if (this.fd !== null || this.failure) return null
+    if (this.held) return this.size === this.held.length ? this.held : null
+    return this.size === 0 ? EMPTY : null
+  }
+
+  /**
+   * Makes the files of the uploads among `commits` that are all in memory, on the thread pool and
+   * in one job, each with its COMMIT's mode and mtime; stage() then finds them made. A file that
+   * could not be made this way is left as it was: stage() makes it on the main thread, and meets the
+   * error, if any, itself.
+   */
+  static async createHeldFiles(mirror: Mirror, commits: ReadonlyArray<{ upload: Upload; commit: Commit }>): Promise<void> {
+    const made: Upload[] = []
+    const files: NewFile[] = []
+    for (const { upload, commit } of commits) {
+      const data = upload.inMemory()
+      if (data === null) continue
+      made.push(upload)
+      files.push({ data, mode: appliedMode('file', commit.mode), mtimeNs: commit.mtimeNs })
+    }
+    if (files.length === 0) return
+    const parts = Math.min(CREATE_JOBS, Math.ceil(files.length / CREATE_JOB_MIN_FILES))
+    const per = Math.ceil(files.length / parts)
+    await Promise.all(
+      Array.from({ length: parts }, async (_, p) => {
+        const results = await createUnnamedFiles(mirror.tmpDir, files.slice(p * per, (p + 1) * per))?.catch(() => null) // stage() makes them
+        results?.forEach((r, i) => {
+          if (typeof r !== 'number') return
+          const upload = made[p * per + i]!
+          upload.fd = r
+          upload.attributesSet = true
+          upload.held = null
+        })
+      }),
+    )
   }
 
   private closeHandle(): void {
