@@ -8,6 +8,7 @@ import t from 'tap'
 import {
   DIRECT_IO_ALIGN,
   alignedBuffer,
+  closeFiles,
   copyFileRange,
   copyThrough,
   createUnnamedFiles,
@@ -178,6 +179,21 @@ t.test('createUnnamedFiles makes written unnamed files with their mode and mtime
   const failed = await createUnnamedFiles(join(dir, 'missing'), [files[0]!])
   t.match(failed, [{ code: 'ENOENT', syscall: 'open', path: join(dir, 'missing') }], 'an error per file, as a value')
   t.strictSame(await createUnnamedFiles(dir, []), [], 'no files, no job')
+})
+
+t.test('closeFiles closes descriptors together on the thread pool', { skip }, async (t) => {
+  const dir = testdir(t, { a: 'a', b: 'b' })
+  const fds = ['a', 'b', 'a'].map((n) => fs.openSync(join(dir, n), 'r'))
+  await closeFiles(fds)
+  const target = (fd: number): string | null => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      return null // closed
+    }
+  }
+  for (const fd of fds) t.notOk(target(fd)?.startsWith(dir), `fd ${fd} no longer holds a file of the test`)
+  await closeFiles([])
 })
 
 t.test('readSmallFiles reads files whole with their identity, and says why it could not', { skip }, async (t) => {

@@ -18,6 +18,7 @@ interface Binding {
   linkFd(fd: number, path: string, identity?: BigInt64Array): void
   createFiles(dir: string, data: Uint8Array, sizes: Int32Array, mtimes: BigInt64Array): Promise<void>
   readFiles(paths: string, out: Uint8Array, sizes: Int32Array, stats: BigInt64Array): Promise<void>
+  closeFds(fds: Int32Array): Promise<void>
   trimMemory(): boolean
 }
 
@@ -258,6 +259,19 @@ export const createUnnamedFiles = (dir: string, files: readonly NewFile[]): Prom
       return Object.assign(new Error(`${code}: cannot make a file in ${dir}`), { code, errno: r, syscall: 'open', path: dir })
     }),
   )
+}
+
+/**
+ * Closes `fds` in one job on the thread pool (one by one at once without the addon). None of them may
+ * be used again, whether the promise has settled or not.
+ */
+export const closeFiles = (fds: readonly number[]): Promise<void> => {
+  if (fds.length === 0) return Promise.resolve()
+  if (binding?.closeFds === undefined) {
+    for (const fd of fds) fs.close(fd, () => undefined)
+    return Promise.resolve()
+  }
+  return binding.closeFds(Int32Array.from(fds))
 }
 
 /** A small file read whole by readSmallFiles(), with what fstat said of it before and after. */

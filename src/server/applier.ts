@@ -2,6 +2,7 @@
 // their disk flushes [M-SEM-5]: every change that is ready while the previous batch is flushing goes
 // into the next one, so a burst of small files costs a few flushes, not one per file.
 import { open } from 'node:fs/promises'
+import { closeFiles } from '../fs/native.js'
 import type { Logger } from '../log.js'
 import type { Change, Commit, DigestQuery, List } from '../protocol/messages.js'
 import { MirrorError, fromFsError } from './mirror-error.js'
@@ -157,6 +158,7 @@ export class Applier {
     this.mirror.startBatch()
     const outcomes: Outcome[] = []
     const touched: Touched = new Set()
+    const placed: number[] = [] // the files put in place, closed together once the batch is applied
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       const s = staged[i]
@@ -171,7 +173,8 @@ export class Applier {
       // a staged upload holds its file open until it is in place, or dropped
       const upload = (item as QueuedChange).upload
       if (!error) {
-        upload?.release()
+        const fd = upload?.releaseHandle()
+        if (fd != null) placed.push(fd)
         outcomes.push({ ok: true })
         continue
       }
@@ -180,6 +183,7 @@ export class Applier {
       if (error.code === 'SFM_ERR_NO_SPACE') await this.mirror.expireTrash(true)
       outcomes.push({ ok: false, error })
     }
+    void closeFiles(placed)
     return { items, outcomes, touched, grouped }
   }
 

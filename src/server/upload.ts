@@ -424,6 +424,13 @@ export class Upload {
     this.closeHandle()
   }
 
+  /** release(), but the caller closes the file: returns its descriptor, if it has one open. */
+  releaseHandle(): number | null {
+    const fd = this.fd
+    this.fd = null
+    return fd
+  }
+
   /** Drops the temporary file (ABORT, a failed COMMIT, or a closed connection). */
   async discard(): Promise<void> {
     this.failure ??= new MirrorError('SFM_ERR_IO', 'upload abandoned')

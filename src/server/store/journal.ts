@@ -77,6 +77,9 @@ export function decodeRecords(data: Buffer): { records: JournalRecord[]; intactB
 export class Journal {
   private stream: WriteStream | null = null
   private recordsWritten = 0
+  /** Records appended in this turn, not yet handed to the stream. */
+  private pending: Buffer[] = []
+  private flushing: NodeJS.Immediate | null = null
 
   constructor(private readonly path: string) {}
 
@@ -127,13 +130,28 @@ export class Journal {
     await rename(tmp, this.path)
   }
 
+  /**
+   * Queues a record; the records of one turn of the event loop reach the file in one write. A write
+   * to the stream per record cost about 3.5 us of the main thread each, in the middle of every batch
+   * of files being put in place (benchmark W2).
+   */
   append(record: JournalRecord): void {
-    if (!this.stream) this.stream = createWriteStream(this.path, { flags: 'a' })
-    this.stream.write(encodeRecord(record))
+    this.pending.push(encodeRecord(record))
     this.recordsWritten++
+    this.flushing ??= setImmediate(this.writePending)
+  }
+
+  private readonly writePending = (): void => {
+    if (this.flushing) clearImmediate(this.flushing)
+    this.flushing = null
+    if (this.pending.length === 0) return
+    this.stream ??= createWriteStream(this.path, { flags: 'a' })
+    this.stream.write(this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending))
+    this.pending = []
   }
 
   async close(): Promise<void> {
+    this.writePending()
     const s = this.stream
     this.stream = null
     if (s) await new Promise<void>((resolve) => s.end(resolve))
