@@ -16,7 +16,7 @@ interface Binding {
   alignedBuffer(size: number): Buffer
   openTmpfile(dir: string, mode: number): number
   linkFd(fd: number, path: string, identity?: BigInt64Array): void
-  createFiles(dir: string, data: Uint8Array, sizes: Int32Array, mtimes: BigInt64Array): Promise<void>
+  createFiles(dir: string, data: Uint8Array[], modes: Int32Array, mtimes: BigInt64Array): Promise<void>
   readFiles(paths: string, out: Uint8Array, sizes: Int32Array, stats: BigInt64Array): Promise<void>
   closeFds(fds: Int32Array): Promise<void>
   trimMemory(): boolean
@@ -240,20 +240,20 @@ export interface NewFile {
 export const createUnnamedFiles = (dir: string, files: readonly NewFile[]): Promise<Array<number | NodeJS.ErrnoException>> | null => {
   if (unnamedRefused || binding?.createFiles === undefined) return null
   if (files.length === 0) return Promise.resolve([])
-  const sizes = new Int32Array(files.length * 2)
+  const modes = new Int32Array(files.length)
   const mtimes = new BigInt64Array(files.length)
-  let total = 0
   files.forEach((f, i) => {
-    sizes[2 * i] = f.data.length
-    sizes[2 * i + 1] = f.mode
+    modes[i] = f.mode
     mtimes[i] = f.mtimeNs
-    total += f.data.length
   })
-  const data = Buffer.allocUnsafeSlow(total)
-  for (let i = 0, at = 0; i < files.length; at += files[i++]!.data.length) data.set(files[i]!.data, at)
-  return binding.createFiles(dir, data, sizes, mtimes).then(() =>
+  return binding.createFiles(
+    dir,
+    files.map((f) => f.data),
+    modes,
+    mtimes,
+  ).then(() =>
     files.map((_, i) => {
-      const r = sizes[2 * i]!
+      const r = modes[i]!
       if (r >= 0) return r
       const code = util.getSystemErrorName(r)
       return Object.assign(new Error(`${code}: cannot make a file in ${dir}`), { code, errno: r, syscall: 'open', path: dir })

@@ -764,14 +764,19 @@ static napi_value link_fd(napi_env env, napi_callback_info info) {
  * cost sfmd's main thread about 14 us of system calls per file when each was made there; here they
  * overlap with the main thread receiving and checking the next files. */
 typedef struct {
+  const uint8_t *data;
+  size_t length;
+} NewFileData;
+
+typedef struct {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref keep_data, keep_sizes, keep_mtimes;
+  napi_ref keep_data, keep_modes, keep_mtimes;
   char *dir;
-  const uint8_t *data;
-  int32_t *sizes; /* [length, mode] per file; the length becomes the fd, or -errno */
+  int32_t *modes; /* per file: its mode; then its fd, or -errno */
   const int64_t *mtimes;
   size_t count;
+  NewFileData files[];
 } CreateJob;
 
 static int create_one(const char *dir, const uint8_t *data, size_t len, uint32_t mode, int64_t mtime_ns) {
@@ -799,12 +804,8 @@ static int create_one(const char *dir, const uint8_t *data, size_t len, uint32_t
 static void create_execute(napi_env env, void *data) {
   (void)env;
   CreateJob *job = data;
-  size_t off = 0;
   for (size_t i = 0; i < job->count; i++) {
-    int32_t *m = job->sizes + 2 * i;
-    size_t len = (size_t)m[0];
-    m[0] = create_one(job->dir, job->data + off, len, (uint32_t)m[1], job->mtimes[i]);
-    off += len;
+    job->modes[i] = create_one(job->dir, job->files[i].data, job->files[i].length, (uint32_t)job->modes[i], job->mtimes[i]);
   }
 }
 
@@ -820,61 +821,98 @@ static void create_complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, job->deferred, result);
   }
   napi_delete_reference(env, job->keep_data);
-  napi_delete_reference(env, job->keep_sizes);
+  napi_delete_reference(env, job->keep_modes);
   napi_delete_reference(env, job->keep_mtimes);
   napi_delete_async_work(env, job->work);
   free(job->dir);
   free(job);
 }
 
-/* createFiles(dir: string, data: Uint8Array, sizes: Int32Array, mtimes: BigInt64Array):
- * Promise<undefined>. `data` holds the files' bytes one after another; `sizes` holds [length, mode]
- * and `mtimes` the mtime in nanoseconds of each file. When the promise resolves, each length in
- * `sizes` is replaced by the file's fd (an unnamed file on the file system of `dir`, written, with
- * its mode and mtime set), or by -errno. The arrays must stay untouched until then. */
+/* The NUL-ended strings of `value`, `count` of them exactly, in a new buffer; NULL (with an error
+ * thrown) otherwise. */
+static char *get_path_list(napi_env env, napi_value value, size_t count, const char *syscall) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "paths must be a string");
+    return NULL;
+  }
+  char *list = malloc(len + 1);
+  if (list == NULL) {
+    throw_errno(env, ENOMEM, syscall, NULL);
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, value, list, len + 1, &len);
+  size_t ends = 0;
+  for (size_t i = 0; i < len; i++) ends += list[i] == '\0';
+  if (ends != count || (len > 0 && list[len - 1] != '\0')) {
+    free(list);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "paths must hold one NUL-ended path per file");
+    return NULL;
+  }
+  return list;
+}
+
+/* createFiles(dir: string, data: Uint8Array[], modes: Int32Array, mtimes: BigInt64Array):
+ * Promise<undefined>. File i gets the bytes data[i], the mode modes[i] and the mtime mtimes[i] (ns).
+ * When the promise resolves, modes[i] is replaced by the file's fd (an unnamed file on the file
+ * system of `dir`, written, with its mode and mtime set), or by -errno. The arrays, and the bytes,
+ * must stay untouched until then. */
 static napi_value create_files(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!get_args(env, info, 4, argv, "createFiles(dir, data, sizes, mtimes)")) return NULL;
-  size_t data_len = 0, sizes_len = 0, mtimes_len = 0;
-  const uint8_t *bytes = typed_array_data(env, argv[1], napi_uint8_array, &data_len);
-  int32_t *sizes = typed_array_data(env, argv[2], napi_int32_array, &sizes_len);
+  if (!get_args(env, info, 4, argv, "createFiles(dir, data, modes, mtimes)")) return NULL;
+  size_t modes_len = 0, mtimes_len = 0;
+  uint32_t count = 0;
+  bool is_array = false;
+  int32_t *modes = typed_array_data(env, argv[2], napi_int32_array, &modes_len);
   const int64_t *mtimes = typed_array_data(env, argv[3], napi_bigint64_array, &mtimes_len);
-  if ((bytes == NULL && data_len > 0) || sizes == NULL || mtimes == NULL || sizes_len != 2 * mtimes_len) {
+  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &count) != napi_ok ||
+      count == 0 || modes == NULL || mtimes == NULL || modes_len != count || mtimes_len != count) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
-                          "createFiles(dir: string, data: Uint8Array, sizes: Int32Array of pairs, mtimes: BigInt64Array)");
+                          "createFiles(dir: string, data: Uint8Array[], modes: Int32Array, mtimes: BigInt64Array), one of each per file");
     return NULL;
   }
-  uint64_t total = 0;
-  for (size_t i = 0; i < sizes_len; i += 2) {
-    if (sizes[i] < 0 || sizes[i + 1] < 0 || sizes[i + 1] > 07777) {
-      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "createFiles: a length or mode is out of range");
+  for (size_t i = 0; i < count; i++) {
+    if (modes[i] < 0 || modes[i] > 07777) {
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "createFiles: a mode is out of range");
       return NULL;
     }
-    total += (uint64_t)sizes[i];
   }
-  if (total > data_len) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "createFiles: the lengths add up to more than the data");
-    return NULL;
-  }
-  char *dir = get_path(env, argv[0], "open");
-  if (dir == NULL) return NULL;
-  CreateJob *job = calloc(1, sizeof *job);
+  CreateJob *job = calloc(1, sizeof *job + count * sizeof(NewFileData));
   if (job == NULL) {
-    free(dir);
     throw_errno(env, ENOMEM, "open", NULL);
     return NULL;
   }
-  *job = (CreateJob){.dir = dir, .data = bytes, .sizes = sizes, .mtimes = mtimes, .count = mtimes_len};
-  if (napi_create_reference(env, argv[2], 1, &job->keep_sizes) != napi_ok) goto fail;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value element;
+    size_t length = 0;
+    const uint8_t *bytes = NULL;
+    if (napi_get_element(env, argv[1], i, &element) == napi_ok) bytes = typed_array_data(env, element, napi_uint8_array, &length);
+    if (bytes == NULL && length > 0) {
+      free(job);
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "createFiles: each file's data must be a Uint8Array");
+      return NULL;
+    }
+    job->files[i] = (NewFileData){bytes, length};
+  }
+  char *dir = get_path(env, argv[0], "open");
+  if (dir == NULL) {
+    free(job);
+    return NULL;
+  }
+  job->dir = dir;
+  job->modes = modes;
+  job->mtimes = mtimes;
+  job->count = count;
+  if (napi_create_reference(env, argv[2], 1, &job->keep_modes) != napi_ok) goto fail;
   if (napi_create_reference(env, argv[3], 1, &job->keep_mtimes) != napi_ok) {
-    napi_delete_reference(env, job->keep_sizes);
+    napi_delete_reference(env, job->keep_modes);
     goto fail;
   }
-  napi_ref keep_sizes = job->keep_sizes, keep_mtimes = job->keep_mtimes;
+  napi_ref keep_modes = job->keep_modes, keep_mtimes = job->keep_mtimes;
   napi_value promise = queue_job_keeping(env, argv[1], &job->keep_data, "sfm:create_files", create_execute,
                                          create_complete, job, &job->work, &job->deferred);
   if (promise == NULL) { /* queue_job_keeping freed the job */
-    napi_delete_reference(env, keep_sizes);
+    napi_delete_reference(env, keep_modes);
     napi_delete_reference(env, keep_mtimes);
     free(dir);
   }
@@ -989,12 +1027,11 @@ static void read_complete(napi_env env, napi_status status, void *data) {
 static napi_value read_files(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv, "readFiles(paths, out, sizes, stats)")) return NULL;
-  size_t out_len = 0, sizes_len = 0, stats_len = 0, paths_len = 0;
+  size_t out_len = 0, sizes_len = 0, stats_len = 0;
   uint8_t *out = typed_array_data(env, argv[1], napi_uint8_array, &out_len);
   int32_t *sizes = typed_array_data(env, argv[2], napi_int32_array, &sizes_len);
   int64_t *stats = typed_array_data(env, argv[3], napi_bigint64_array, &stats_len);
-  if ((out == NULL && out_len > 0) || sizes == NULL || stats == NULL || stats_len != 4 * sizes_len ||
-      napi_get_value_string_utf8(env, argv[0], NULL, 0, &paths_len) != napi_ok) {
+  if ((out == NULL && out_len > 0) || sizes == NULL || stats == NULL || stats_len != 4 * sizes_len) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
                           "readFiles(paths: string, out: Uint8Array, sizes: Int32Array, stats: BigInt64Array)");
     return NULL;
@@ -1011,19 +1048,8 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "readFiles: the rooms add up to more than out");
     return NULL;
   }
-  char *paths = malloc(paths_len + 1);
-  if (paths == NULL) {
-    throw_errno(env, ENOMEM, "read", NULL);
-    return NULL;
-  }
-  napi_get_value_string_utf8(env, argv[0], paths, paths_len + 1, &paths_len);
-  size_t ends = 0;
-  for (size_t i = 0; i < paths_len; i++) ends += paths[i] == '\0';
-  if (ends != sizes_len || (paths_len > 0 && paths[paths_len - 1] != '\0')) {
-    free(paths);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "readFiles: paths must hold one NUL-ended path per file");
-    return NULL;
-  }
+  char *paths = get_path_list(env, argv[0], sizes_len, "read");
+  if (paths == NULL) return NULL;
   ReadJob *job = calloc(1, sizeof *job);
   if (job == NULL) {
     free(paths);
