@@ -809,17 +809,23 @@ static void create_execute(napi_env env, void *data) {
   }
 }
 
-static void create_complete(napi_env env, napi_status status, void *data) {
-  CreateJob *job = data;
+/* Settles the promise of a job whose results are in arrays the caller holds: with undefined, or, if
+ * the job was cancelled (only at env teardown), with an EINTR error of `syscall`. */
+static void settle_done(napi_env env, napi_status status, napi_deferred deferred, const char *syscall) {
   napi_value result = NULL;
   if (status == napi_ok) {
     napi_get_undefined(env, &result);
-    napi_resolve_deferred(env, job->deferred, result);
-  } else {
-    result = make_errno_error(env, EINTR, "open", NULL); /* cancelled: only at env teardown */
-    if (result == NULL) napi_get_and_clear_last_exception(env, &result);
-    napi_reject_deferred(env, job->deferred, result);
+    napi_resolve_deferred(env, deferred, result);
+    return;
   }
+  result = make_errno_error(env, EINTR, syscall, NULL);
+  if (result == NULL) napi_get_and_clear_last_exception(env, &result);
+  napi_reject_deferred(env, deferred, result);
+}
+
+static void create_complete(napi_env env, napi_status status, void *data) {
+  CreateJob *job = data;
+  settle_done(env, status, job->deferred, "open");
   napi_delete_reference(env, job->keep_data);
   napi_delete_reference(env, job->keep_modes);
   napi_delete_reference(env, job->keep_mtimes);
@@ -1001,15 +1007,7 @@ static void read_execute(napi_env env, void *data) {
 
 static void read_complete(napi_env env, napi_status status, void *data) {
   ReadJob *job = data;
-  napi_value result = NULL;
-  if (status == napi_ok) {
-    napi_get_undefined(env, &result);
-    napi_resolve_deferred(env, job->deferred, result);
-  } else {
-    result = make_errno_error(env, EINTR, "read", NULL); /* cancelled: only at env teardown */
-    if (result == NULL) napi_get_and_clear_last_exception(env, &result);
-    napi_reject_deferred(env, job->deferred, result);
-  }
+  settle_done(env, status, job->deferred, "read");
   napi_delete_reference(env, job->keep_out);
   napi_delete_reference(env, job->keep_sizes);
   napi_delete_reference(env, job->keep_stats);
